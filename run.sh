@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# speedrun: one command to set up and run.
+#   ./run.sh records/NAME.py [--config.key=value ...] [--workdir=DIR]   train a record
+#   ./run.sh test [pytest args]                                         run the test suite
+# Creates (or reuses) a virtual environment in .venv with the package and its test extra.
+# SPEEDRUN_PYTHON=/path/to/python uses that interpreter as it is instead (e.g. a GPU image that
+# already has jax with CUDA): nothing is installed, the checkout is put on PYTHONPATH.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [[ $# -lt 1 ]]; then
+  sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+fi
+
+if [[ -n "${SPEEDRUN_PYTHON:-}" ]]; then
+  PY="$SPEEDRUN_PYTHON"
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+  VENV="${SPEEDRUN_VENV:-.venv}"
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    echo "[run.sh] creating $VENV with $(python3 --version)" >&2
+    python3 -m venv "$VENV"
+  fi
+  PY="$VENV/bin/python"
+  stamp="$VENV/.speedrun-installed"
+  want="$(sha256sum pyproject.toml | cut -c1-16)"
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    echo "[run.sh] installing speedrun and its dependencies into $VENV" >&2
+    "$PY" -m pip install --quiet --upgrade pip >&2
+    "$PY" -m pip install --quiet -e ".[test]" >&2
+    echo "$want" > "$stamp"
+  fi
+fi
+
+case "$1" in
+  test)
+    shift
+    exec "$PY" -m pytest "$@"
+    ;;
+  *)
+    record="$1"
+    shift
+    if [[ ! -f "$record" ]]; then
+      echo "run.sh: no record config file '$record'; records: $(ls records/*.py | tr '\n' ' ')" >&2
+      exit 2
+    fi
+    exec "$PY" -m speedrun.main --config="$record" "$@"
+    ;;
+esac

@@ -1,0 +1,104 @@
+"""On-device data augmentation: pure functions of (images, PRNG key), jit- and scan-friendly.
+
+Sources: random crop after 4-pixel reflect padding and random horizontal flip are the standard
+CIFAR-10 augmentation (He et al. 2015, §4.2, with zero padding; Page's cifar10-fast pads with
+reflection: ``pad(x, 4)`` uses ``np.pad(mode='reflect')`` then ``Crop(32, 32)``, ``FlipLR()``);
+cutout is DeVries & Taylor 2017, in Page's form ``Cutout(h, w)`` (the square lies wholly inside
+the image).
+
+All functions take ``(B, H, W, C)`` images of any dtype and return the same shape and dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def random_crop(images: jax.Array, key: jax.Array, padding: int = 4, mode: str = "reflect") -> jax.Array:
+    """Pad by ``padding`` on each side, then take a random ``H×W`` crop per image.
+
+    Equivalent to a random translation by (dy, dx) ∈ [-padding, padding]² with reflected borders.
+
+    Args:
+      images: ``(B, H, W, C)``.
+      key: PRNG key; offsets are drawn uniformly and independently per image.
+      padding: pixels added on each side (Page: 4; airbench: 2).
+      mode: ``jnp.pad`` mode (``"reflect"`` as in Page's and airbench's code, ``"constant"`` for
+        zero padding as in He et al.).
+
+    Returns:
+      ``(B, H, W, C)``, same dtype. Image ``i`` equals ``padded[i, dy:dy+H, dx:dx+W]`` with
+      ``(dy, dx) = crop_offsets(key, B, padding)[i]``.
+    """
+    if padding == 0:
+        return images
+    b, h, w, c = images.shape
+    padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode=mode)
+    offsets = crop_offsets(key, b, padding)
+    crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c))  # noqa: E731
+    return jax.vmap(crop)(padded, offsets)
+
+
+def crop_offsets(key: jax.Array, batch: int, padding: int) -> jax.Array:
+    """The ``(batch, 2)`` int32 (dy, dx) offsets, each uniform in ``[0, 2*padding]``, that
+    :func:`random_crop` uses for ``key``."""
+    return jax.random.randint(key, (batch, 2), 0, 2 * padding + 1, dtype=jnp.int32)
+
+
+def flip_lr(images: jax.Array) -> jax.Array:
+    """Mirror ``(B, H, W, C)`` images left-right (an involution)."""
+    return images[:, :, ::-1, :]
+
+
+def random_flip(images: jax.Array, key: jax.Array, p: float = 0.5) -> jax.Array:
+    """Mirror each image left-right independently with probability ``p``.
+
+    Args:
+      images: ``(B, H, W, C)``.
+      key: PRNG key; image ``i`` is flipped where ``jax.random.bernoulli(key, p, (B,))[i]``.
+      p: flip probability.
+    """
+    flip = jax.random.bernoulli(key, p, (images.shape[0],))
+    return jnp.where(flip[:, None, None, None], flip_lr(images), images)
+
+
+def cutout(images: jax.Array, key: jax.Array, size: int) -> jax.Array:
+    """Set a random ``size×size`` square of each image to 0 (the mean, after normalisation).
+
+    The square's top-left corner is uniform over positions that keep it inside the image
+    (Page's ``Cutout``). ``size=0`` returns the images unchanged.
+
+    Args:
+      images: ``(B, H, W, C)``, normalised.
+      key: PRNG key.
+      size: side of the square in pixels.
+    """
+    if size == 0:
+        return images
+    b, h, w, _ = images.shape
+    ky, kx = jax.random.split(key)
+    y0 = jax.random.randint(ky, (b, 1, 1), 0, h - size + 1)
+    x0 = jax.random.randint(kx, (b, 1, 1), 0, w - size + 1)
+    rows = jnp.arange(h)[None, :, None]
+    cols = jnp.arange(w)[None, None, :]
+    inside = (rows >= y0) & (rows < y0 + size) & (cols >= x0) & (cols < x0 + size)
+    return jnp.where(inside[..., None], jnp.zeros((), images.dtype), images)
+
+
+def augment_batch(images: jax.Array, key: jax.Array, crop_padding: int = 4, flip: bool = True,
+                  cutout_size: int = 0) -> jax.Array:
+    """Crop (reflect padding), then flip, then cutout, each with its own subkey of ``key``.
+
+    Args:
+      images: ``(B, H, W, C)`` normalised float.
+      key: PRNG key.
+      crop_padding: see :func:`random_crop` (0 disables).
+      flip: random horizontal flip with p=0.5.
+      cutout_size: see :func:`cutout` (0 disables).
+    """
+    k_crop, k_flip, k_cut = jax.random.split(key, 3)
+    images = random_crop(images, k_crop, crop_padding)
+    if flip:
+        images = random_flip(images, k_flip)
+    return cutout(images, k_cut, cutout_size)

@@ -1,0 +1,73 @@
+"""Command line: ``python -m speedrun.main --config=records/NAME.py [--config.key=value ...]``.
+
+``./run.sh records/NAME.py [overrides]`` calls this after setting up the environment. Overrides
+follow the ml_collections convention (``--config.epochs=3 --config.data.path=sample``); an unknown
+key is an error. Like flax/examples' ``main.py``, this file only parses flags and calls
+:func:`speedrun.train.train_and_evaluate`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import runpy
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Record config file (records/NAME.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "logs", "Folder for the run's log file.")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides look like --config.epochs=3")
+    from speedrun import train  # after flag parsing, so --help is fast
+
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Exit with a clear message when a ``--config.KEY=...`` override names no field of the record.
+
+    ml_collections would fail too, with a bare ``AttributeError``; this names the key, the record
+    and the nearest known keys.
+
+    Raises:
+      SystemExit(2): unknown key.
+    """
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path is None:
+        return
+    try:
+        known = set(_flatten(runpy.run_path(path)["get_config"]()))
+    except Exception:  # noqa: BLE001 - let absl report a config file that does not load
+        return
+    for arg in argv:
+        if arg.startswith("--config.") and "=" in arg:
+            key = arg[len("--config."):].split("=", 1)[0]
+            if key not in known:
+                near = difflib.get_close_matches(key, sorted(known), n=3)
+                sys.exit(f"error: unknown config key {key!r} for {path}"
+                         + (f"; did you mean {', '.join(near)}?" if near else "")
+                         + " (list the keys with: python -c \"import runpy; "
+                         f"print(runpy.run_path('{path}')['get_config']())\")")
+
+
+def _flatten(cfg, prefix=""):
+    for k, v in cfg.items():
+        if hasattr(v, "items"):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def cli() -> None:
+    """Console-script entry point (``speedrun --config=...``)."""
+    flags.mark_flags_as_required(["config"])
+    check_overrides(sys.argv)
+    app.run(main)
+
+
+if __name__ == "__main__":
+    cli()
