@@ -86,9 +86,14 @@ def cutout(images: jax.Array, key: jax.Array, size: int) -> jax.Array:
     return jnp.where(inside[..., None], jnp.zeros((), images.dtype), images)
 
 
+#: padding modes of the random crop (``config.augment.crop_mode``): reflect (Page, airbench) or
+#: constant zeros (He et al. 2015; 0 is the mean pixel after normalisation)
+CROP_MODES = ("reflect", "constant")
+
+
 def augment_batch(images: jax.Array, key: jax.Array, crop_padding: int = 4, flip: bool = True,
-                  cutout_size: int = 0) -> jax.Array:
-    """Crop (reflect padding), then flip, then cutout, each with its own subkey of ``key``.
+                  cutout_size: int = 0, crop_mode: str = "reflect") -> jax.Array:
+    """Crop (reflect padding by default), then flip, then cutout, each with its own subkey of ``key``.
 
     Args:
       images: ``(B, H, W, C)`` normalised float.
@@ -96,9 +101,42 @@ def augment_batch(images: jax.Array, key: jax.Array, crop_padding: int = 4, flip
       crop_padding: see :func:`random_crop` (0 disables).
       flip: random horizontal flip with p=0.5.
       cutout_size: see :func:`cutout` (0 disables).
+      crop_mode: padding of the crop, one of :data:`CROP_MODES`.
+
+    Raises:
+      ValueError: unknown ``crop_mode``.
     """
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"config.augment.crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
     k_crop, k_flip, k_cut = jax.random.split(key, 3)
-    images = random_crop(images, k_crop, crop_padding)
+    images = random_crop(images, k_crop, crop_padding, crop_mode)
     if flip:
         images = random_flip(images, k_flip)
     return cutout(images, k_cut, cutout_size)
+
+
+def fixed_flip_mask(key: jax.Array, n: int) -> jax.Array:
+    """``(n,)`` bool: which of the ``n`` training images airbench flips once for the whole run
+    (each independently with probability 1/2; the same ``key`` gives the same mask every epoch).
+    Source: airbench94's loader, ``batch_flip_lr`` applied once to the whole set in epoch 0."""
+    return jax.random.bernoulli(key, 0.5, (n,))
+
+
+def alternating_flip(images: jax.Array, base_flip: jax.Array, epoch: jax.Array) -> jax.Array:
+    """airbench's alternating flip: image ``i`` is mirrored in epoch ``e`` iff
+    ``base_flip[i] XOR (e is odd)`` — a fixed random half in even epochs, the other images in odd
+    epochs, so every image is seen both ways in every pair of epochs.
+
+    Source: KellerJordan/cifar10-airbench ``airbench94.py`` (``CifarLoader.__iter__``: pre-flipped
+    images, then ``images.flip(-1)`` when ``epoch % 2 == 1``); Jordan, arXiv:2404.00498 §3.6.
+
+    Args:
+      images: ``(B, H, W, C)``, any dtype.
+      base_flip: ``(B,)`` bool, :func:`fixed_flip_mask` at these images' dataset indices.
+      epoch: int scalar (may be traced), the 0-based epoch.
+
+    Returns:
+      ``(B, H, W, C)``, same dtype.
+    """
+    flip = jnp.logical_xor(base_flip, (epoch % 2) == 1)
+    return jnp.where(flip[:, None, None, None], flip_lr(images), images)

@@ -4,6 +4,12 @@
 follow the ml_collections convention (``--config.epochs=3 --config.data.path=sample``); an unknown
 key is an error. Like flax/examples' ``main.py``, this file only parses flags and calls
 :func:`speedrun.train.train_and_evaluate`.
+
+Multi-host runs (docs/parallel.md): start the same command on every host with
+``--coordinator_address=HOST0:PORT --num_processes=N --process_id=I`` (or the environment variables
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), or ``--distributed`` under
+Slurm / Open MPI, whose variables JAX reads itself; ``jax.distributed.initialize`` is then called
+before anything else touches JAX (:func:`speedrun.parallel.initialize_distributed`).
 """
 
 from __future__ import annotations
@@ -17,11 +23,26 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Record config file (records/NAME.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "logs", "Folder for the run's log file.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Multi-process run: call jax.distributed.initialize() with cluster "
+    "auto-detection (Slurm, Open MPI, Cloud TPU, Kubernetes) for what the flags below leave open.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0's coordinator (multi-host runs; "
+    "default $JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Number of processes of a multi-host run (default $JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index in [0, num_processes) (default $JAX_PROCESS_ID).")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides look like --config.epochs=3")
+    from speedrun import parallel
+
+    # before any JAX computation: a multi-process run must join the cluster first
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                    auto=_DISTRIBUTED.value)
     from speedrun import train  # after flag parsing, so --help is fast
 
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

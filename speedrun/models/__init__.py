@@ -6,9 +6,11 @@ from typing import Any
 
 import flax.linen as nn
 
+from speedrun.models.airbench import AirbenchNet
 from speedrun.models.resnet9 import ResNet9
+from speedrun.models.resnet20 import ResNet20
 
-MODELS: dict[str, type[nn.Module]] = {"resnet9": ResNet9}
+MODELS: dict[str, type[nn.Module]] = {"airbench": AirbenchNet, "resnet9": ResNet9, "resnet20": ResNet20}
 
 
 def get_model(model_config: Any, dtype: Any) -> nn.Module:

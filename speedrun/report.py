@@ -1,0 +1,190 @@
+"""Records table and accuracy-versus-time plot from ``bench`` results: ``./run.sh report [folder]``.
+
+Reads every ``*.jsonl`` file under the folder (default ``benchmarks/results``; written by
+``./run.sh bench``, :mod:`speedrun.bench`: one ``"kind": "run"`` line per seed with its epoch
+history, then one ``"kind": "summary"`` line), prints the records table in markdown — the README's —
+and writes it to ``{folder}/records_table.md``, and draws ``{folder}/accuracy_vs_time.png``: test
+accuracy versus timed training seconds for every record and run (each run's final TTA accuracy as a
+dot, its per-epoch accuracies as a thin line), with the sources' published points marked as stars
+(:data:`PUBLISHED`). Different devices are different markers' colours and labels: compare times
+only within one device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from speedrun import stats
+
+#: Published (accuracy, time) points of the sources, as their authors report them.
+PUBLISHED: list[dict[str, Any]] = [
+    {"record": "94pct_26s", "label": "Page ResNet-9 (V100)", "tta_acc": 0.941, "time_s": 26.0,
+     "hardware": "1× V100", "source": "D. Page, How to train your ResNet 8: bag of tricks (myrtle.ai, 2019)"},
+    {"record": "airbench94", "label": "airbench94 (A100)", "tta_acc": 0.9401, "time_s": 3.83,
+     "hardware": "1× A100", "source": "K. Jordan, airbench README / arXiv:2404.00498 (mean of 1000 runs)"},
+    {"record": "airbench94_muon", "label": "airbench94_muon (A100)", "tta_acc": 0.9401, "time_s": 2.59,
+     "hardware": "1× A100", "source": "K. Jordan, cifar10-airbench airbench94_muon.py (mean of 200 runs)"},
+    {"record": "resnet20_stacked", "label": "ResNet-20 stacked (4×1080 Ti)", "tta_acc": 0.934, "time_s": 32.0,
+     "hardware": "4× GTX 1080 Ti", "source": "Solomatov & Stepanov 2017, fast ResNet-20 report"},
+]
+
+
+def load_results(folder: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """All run and summary lines of the ``*.jsonl`` files under ``folder`` (recursively).
+
+    Returns:
+      ``(runs, summaries)``; every dict gains ``"file"`` (its path relative to ``folder``).
+
+    Raises:
+      ValueError: ``folder`` is not a folder, holds no ``.jsonl`` file, or a line is not a JSON object
+        with ``kind`` ``"run"`` or ``"summary"`` (the message names file and line).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"no results folder {folder}; write results with ./run.sh bench RECORD "
+                         "--outdir=FOLDER first")
+    files = sorted(folder.rglob("*.jsonl"))
+    if not files:
+        raise ValueError(f"no *.jsonl result files under {folder}; run ./run.sh bench RECORD --outdir={folder}")
+    runs, summaries = [], []
+    for path in files:
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{i}: not JSON ({err})")
+            kind = row.get("kind") if isinstance(row, dict) else None
+            if kind not in ("run", "summary"):
+                raise ValueError(f"{path}:{i}: expected a bench line with kind 'run' or 'summary'")
+            row["file"] = str(path.relative_to(folder))
+            (runs if kind == "run" else summaries).append(row)
+    return runs, summaries
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x * 100:.{digits}f}"
+
+
+def summary_row(s: dict[str, Any]) -> list[str]:
+    """The table cells of one bench summary (see :func:`records_table` for the columns)."""
+    acc, t, ttt = s["tta_acc"], s["train_time_s"], s.get("time_to_target_s")
+    ci = "" if acc.get("ci_low") is None else f" [{_pct(acc['ci_low'])}, {_pct(acc['ci_high'])}]"
+    data = f"{s['dataset']} {s['train_images']}" + (f" (tiled from {s['tiled_from']})" if s.get("tiled_from") else "")
+    mfu_peak = "-" if s.get("mfu_vs_peak") is None else f"{s['mfu_vs_peak']:.1%}"
+    return [
+        s["record"], s["device"], data, f"{s['epochs']}", f"{s['precision']}", f"{s['width_mult']:g}",
+        f"{s['runs']}",
+        f"{_pct(acc['mean'])} ± {_pct(acc['std'])}{ci}",
+        f"{s['share_at_target']:.0%} ≥ {_pct(s['target_acc'], 1)}",
+        f"{t['median']:.2f} [{t['min']:.2f}, {t['max']:.2f}]",
+        "-" if not ttt else f"{ttt['median']:.2f} ({ttt['reached']}/{s['runs']})",
+        f"{s['compile_time_s']:.1f}",
+        f"{s['images_per_s']:.0f}",
+        f"{s['train_flops'] / 1e15:.4f}",
+        f"{s['achieved_flops_per_s'] / 1e12:.2f}",
+        "-" if s.get("mfu_vs_matmul") is None else f"{s['mfu_vs_matmul']:.1%}",
+        mfu_peak,
+    ]
+
+
+COLUMNS = ["record", "device", "train data", "epochs", "precision", "width", "runs",
+           "tta_acc % mean ± std [95% CI]", "share at target", "train s median [min, max]",
+           "to target s (reached)", "compile s", "images/s", "train PFLOPs", "TFLOP/s",
+           "MFU vs matmul", "MFU vs peak"]
+
+
+def records_table(summaries: Sequence[dict[str, Any]]) -> str:
+    """Markdown: one row per bench summary (sorted by record, device, time), then the published
+    figures. Columns: record; device; training data (dataset and image count, tiling stated);
+    epochs; precision; width multiplier; runs; TTA test accuracy mean ± sample std with the 95%
+    Student-t interval of the mean (%); share of runs at or above the target; timed training
+    seconds median [min, max]; DAWNBench time to target (median over the runs that reached it);
+    one-time compile seconds; training images/s; training PFLOPs per run; achieved TFLOP/s; MFU
+    against a dense matmul measured in the same process and against the datasheet peak."""
+    rows = sorted(summaries, key=lambda s: (s["record"], s["device"], s["train_time_s"]["median"]))
+    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    out += ["| " + " | ".join(summary_row(s)) + " |" for s in rows]
+    out += ["", "Published figures of the sources:", "",
+            "| record | tta_acc % | time s | hardware | source |", "|---|---|---|---|---|"]
+    out += [f"| {p['record']} | {p['tta_acc'] * 100:.2f} | {p['time_s']:g} | {p['hardware']} | {p['source']} |"
+            for p in PUBLISHED]
+    return "\n".join(out)
+
+
+def plot(runs: Sequence[dict[str, Any]], path: str | Path, published: Sequence[dict[str, Any]] = PUBLISHED) -> Path:
+    """Accuracy (%) versus timed training seconds (log scale) as a PNG (see the module docstring).
+
+    Raises:
+      ImportError: matplotlib is not installed (``pip install -e '.[report]'``).
+    """
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise ImportError("the plot needs matplotlib: pip install -e '.[report]' (or pip install matplotlib)") from err
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["record"], r["device"]), []).append(r)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, ((record, device), rs) in enumerate(sorted(groups.items())):
+        c = colors[i % len(colors)]
+        for r in rs:
+            pts = [(row["elapsed_s"], stats.epoch_accuracy(row)) for row in r.get("history", [])]
+            pts = [(t, a * 100) for t, a in pts if a is not None]
+            if len(pts) > 1:
+                ax.plot(*zip(*pts), color=c, alpha=0.25, linewidth=0.8)
+        ax.scatter([r["train_time_s"] for r in rs], [r["tta_acc"] * 100 for r in rs], color=c, s=18,
+                   label=f"{record} — {device} ({len(rs)} runs)", zorder=3)
+    for p in published:
+        ax.scatter([p["time_s"]], [p["tta_acc"] * 100], marker="*", s=220, color="black", zorder=4)
+        ax.annotate(p["label"], (p["time_s"], p["tta_acc"] * 100), textcoords="offset points",
+                    xytext=(6, -12), fontsize=8)
+    ax.scatter([], [], marker="*", s=120, color="black", label="published (sources' hardware)")
+    ax.set_xscale("log")
+    ax.set_xlabel("training time, s (timed: whitening + epochs + final TTA; compilation and per-epoch "
+                  "evaluation excluded)", fontsize=8)
+    ax.set_ylabel("test accuracy, % (final: TTA; per epoch: no TTA)")
+    ax.set_title("CIFAR-10 speed records: accuracy vs training time (compare times within one device)",
+                 fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m speedrun.report [folder] [--table FILE] [--plot FILE]``."""
+    p = argparse.ArgumentParser(description="Records table (markdown) and accuracy-vs-time plot from bench results.")
+    p.add_argument("folder", nargs="?", default="benchmarks/results", help="folder of bench *.jsonl files")
+    p.add_argument("--table", help="markdown output (default FOLDER/records_table.md)")
+    p.add_argument("--plot", help="PNG output (default FOLDER/accuracy_vs_time.png)")
+    args = p.parse_args(argv)
+    try:
+        runs, summaries = load_results(args.folder)
+    except ValueError as err:
+        print(f"report: {err}", file=sys.stderr)
+        return 2
+    table = records_table(summaries)
+    print(table)
+    table_path = Path(args.table or Path(args.folder) / "records_table.md")
+    table_path.write_text(table + "\n")
+    plot_path = plot(runs, args.plot or Path(args.folder) / "accuracy_vs_time.png")
+    print(f"# wrote {table_path} and {plot_path} ({len(summaries)} summaries, {len(runs)} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
