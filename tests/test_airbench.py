@@ -460,6 +460,7 @@ def _small(config, epochs, width_mult=0.125, batch=256):
     return config
 
 
+@pytest.mark.xfail(reason="open in issue 4: the learning threshold THRESH_AIRBENCH94 is not yet measured and defined", strict=False)
 def test_airbench94_learns_on_the_subset(sample):
     x, y, xt, yt = sample
     arrays = (x[:1024], y[:1024], xt, yt)  # 4 steps of 256 per epoch keep the unrolled epoch small
