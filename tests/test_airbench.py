@@ -452,6 +452,14 @@ def _short_run(config, arrays):
     return exp, state, metrics, final
 
 
+# Learning thresholds for the reduced runs below (width 1/8, 1024 real training images, batch 256),
+# measured on the 2-core CPU (python 3.11, jax 0.10.2, seed 0): airbench94 reached tta_acc 0.218
+# after 22 steps, airbench94_muon 0.472 after 20. Chance is 0.10 with a standard deviation of 0.0094
+# on the 1017 test images; the thresholds sit above chance by > 5 sd and below the measured values.
+THRESH_AIRBENCH94 = 0.15
+THRESH_MUON = 0.35
+
+
 def _small(config, epochs, width_mult=0.125, batch=256):
     config.model.width_mult = width_mult
     config.batch_size = batch  # linked into config.optimizer: the record's own scaling rule applies
@@ -460,7 +468,6 @@ def _small(config, epochs, width_mult=0.125, batch=256):
     return config
 
 
-@pytest.mark.xfail(reason="open in issue 4: the learning threshold THRESH_AIRBENCH94 is not yet measured and defined", strict=False)
 def test_airbench94_learns_on_the_subset(sample):
     x, y, xt, yt = sample
     arrays = (x[:1024], y[:1024], xt, yt)  # 4 steps of 256 per epoch keep the unrolled epoch small
@@ -491,7 +498,6 @@ def test_airbench94_learns_on_the_subset(sample):
     assert accs[-1] >= THRESH_AIRBENCH94, accs
 
 
-@pytest.mark.xfail(reason="open in issue 4: the reduced muon run went NaN on the subset (python 3.11, jax 0.10.2)", strict=False)
 def test_airbench94_muon_learns_on_the_subset(sample):
     x, y, xt, yt = sample
     arrays = (x[:1024], y[:1024], xt, yt)
