@@ -36,6 +36,12 @@ _PROCESS_ID = flags.DEFINE_integer(
 
 
 def main(argv: list[str]) -> None:
+    """absl entry point: initialise jax.distributed if asked, train the record given by
+    ``--config`` once (:func:`speedrun.train.train_and_evaluate`) and print its result line.
+
+    Raises:
+      app.UsageError: positional arguments (overrides must be ``--config.KEY=VALUE``).
+    """
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides look like --config.epochs=3")
     from speedrun import parallel

@@ -144,11 +144,15 @@ class _Layers(nn.Module):
     dtype: Any = jnp.float32
 
     def conv(self, features: int, stride: int, name: str) -> nn.Conv:
+        """A bias-free 3×3 conv with 1 pixel of zero padding, He init, float32 params, compute in
+        ``self.dtype`` (He et al. 2015, §4.2)."""
         return nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
                        use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
                        kernel_init=he_init(self.he_init_mode), name=name)
 
     def bn(self, x: jax.Array, train: bool, name: str) -> jax.Array:
+        """Batch norm of ``(B, H, W, C)`` activations: batch statistics (ghost groups if
+        ``ghost_batch_size``) in training, running statistics at test; output in ``self.dtype``."""
         return GhostBatchNorm(ghost_batch_size=self.ghost_batch_size, momentum=self.bn_momentum,
                               epsilon=self.bn_eps, use_scale=True, dtype=self.dtype,
                               name=name)(x, use_running_average=not train)
