@@ -111,3 +111,26 @@ def torch_default_init() -> nn.initializers.Initializer:
     reference recipes (Page's cifar10-fast, airbench) train from this init.
     """
     return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+@jax.custom_jvp
+def gelu_exact(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, ``0.5·x·(1 + erf(x/√2))`` (Hendrycks & Gimpel 2016; PyTorch's ``nn.GELU()``
+    default, which airbench uses), elementwise on any shape, in ``x``'s dtype.
+
+    Forward values are ``jax.nn.gelu(x, approximate=False)``'s. The derivative is given explicitly,
+    ``Φ(x) + x·φ(x)`` (``Φ`` the standard normal CDF, ``φ`` its density), because JAX 0.12.0's
+    derivative of ``lax.erf`` fails inside ``jax.shard_map`` with its replication checks on
+    ("Primitive polynomial requires varying manual axes to match"), which the data-parallel epoch
+    uses. Tested against ``jax.nn.gelu`` values and gradients in ``tests/test_airbench.py``.
+    """
+    return jax.nn.gelu(x, approximate=False)
+
+
+@gelu_exact.defjvp
+def _gelu_exact_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    xf = x.astype(jnp.float32) if x.dtype in (jnp.float16, jnp.bfloat16) else x
+    cdf = 0.5 * (1.0 + jax.lax.erf(xf * (1.0 / math.sqrt(2.0))))
+    pdf = jnp.exp(-0.5 * xf * xf) * (1.0 / math.sqrt(2.0 * math.pi))
+    return jax.nn.gelu(x, approximate=False), t * (cdf + xf * pdf).astype(x.dtype)

@@ -509,3 +509,28 @@ def test_airbench94_muon_learns_on_the_subset(sample):
     assert result["steps"] == 20
     accs = [r["test_acc"] for r in result["history"][:-1]] + [result["tta_acc"]]
     assert accs[-1] >= THRESH_MUON, accs
+
+
+def test_gelu_exact_values_and_gradient_match_jax_and_shard_map():
+    """speedrun.layers.gelu_exact (explicit derivative, see its docstring) against jax.nn.gelu's exact
+    form and against the hand formula Φ(x) + x·φ(x) (math.erf, math.exp), in float32 and float16; and
+    its gradient runs inside a checked jax.shard_map, where JAX 0.12.0's erf derivative fails."""
+    from speedrun.layers import gelu_exact
+
+    xs = np.linspace(-5, 5, 41).astype(np.float32)
+    hand = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi)
+                     for v in xs.astype(np.float64)])
+    np.testing.assert_allclose(gelu_exact(jnp.asarray(xs)), jax.nn.gelu(jnp.asarray(xs), approximate=False),
+                               rtol=0, atol=0)
+    g = jax.vmap(jax.grad(gelu_exact))(jnp.asarray(xs))
+    np.testing.assert_allclose(g, hand, rtol=1e-6, atol=1e-6)
+    g16 = jax.vmap(jax.grad(gelu_exact))(jnp.asarray(xs, jnp.float16))
+    assert g16.dtype == jnp.float16
+    np.testing.assert_allclose(np.asarray(g16, np.float32), hand, rtol=2e-3, atol=2e-3)
+
+    P = jax.sharding.PartitionSpec
+    mesh = jax.make_mesh((1,), ("data",))
+    x = jax.device_put(jnp.asarray(xs[:40]), jax.sharding.NamedSharding(mesh, P("data")))
+    f = jax.shard_map(lambda v: jax.grad(lambda w: jax.lax.pmean(jnp.sum(gelu_exact(w)), "data"))(v),
+                      mesh=mesh, in_specs=P("data"), out_specs=P("data"))
+    np.testing.assert_allclose(jax.jit(f)(x), hand[:40], rtol=1e-6, atol=1e-6)

@@ -38,7 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from speedrun.layers import GhostBatchNorm, torch_default_init
+from speedrun.layers import GhostBatchNorm, gelu_exact, torch_default_init
 from speedrun.models.resnet9 import scaled
 
 
@@ -146,7 +146,7 @@ class AirbenchNet(nn.Module):
             ghost_batch_size=None, momentum=self.bn_momentum, epsilon=self.bn_eps,
             use_scale=False, dtype=self.dtype, name=name,
         )(x, use_running_average=not train)
-        return jax.nn.gelu(x, approximate=False)
+        return gelu_exact(x)
 
     def _group(self, x: jax.Array, features: int, train: bool, name: str) -> jax.Array:
         x = self._conv(features, f"{name}_conv1")(x)
@@ -175,7 +175,7 @@ class AirbenchNet(nn.Module):
             x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), "VALID",
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-        x = jax.nn.gelu(x + bias.astype(self.dtype), approximate=False)
+        x = gelu_exact(x + bias.astype(self.dtype))
         for i, width in enumerate(self.widths):
             x = self._group(x, scaled(width, self.width_mult), train, f"group{i + 1}")
         x = nn.max_pool(x, (3, 3), strides=(3, 3))
