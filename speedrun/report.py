@@ -144,10 +144,11 @@ def plot(runs: Sequence[dict[str, Any]], path: str | Path, published: Sequence[d
                 ax.plot(*zip(*pts), color=c, alpha=0.25, linewidth=0.8)
         ax.scatter([r["train_time_s"] for r in rs], [r["tta_acc"] * 100 for r in rs], color=c, s=18,
                    label=f"{record} — {device} ({len(rs)} runs)", zorder=3)
-    for p in published:
+    for i, p in enumerate(sorted(published, key=lambda q: q["time_s"])):
         ax.scatter([p["time_s"]], [p["tta_acc"] * 100], marker="*", s=220, color="black", zorder=4)
+        # labels alternate below and above their stars: neighbours in time do not overprint
         ax.annotate(p["label"], (p["time_s"], p["tta_acc"] * 100), textcoords="offset points",
-                    xytext=(6, -12), fontsize=8)
+                    xytext=(6, -14 if i % 2 == 0 else 8), fontsize=8)
     ax.scatter([], [], marker="*", s=120, color="black", label="published (sources' hardware)")
     ax.set_xscale("log")
     ax.set_xlabel("training time, s (timed: whitening + epochs + final TTA; compilation and per-epoch "
