@@ -171,9 +171,10 @@ def gather_batch(arrays: Sequence[jax.Array], idx: jax.Array, axis_name: str | N
     Method: every device gathers the rows of ``idx`` that it holds, zeros elsewhere, and a
     reduce-scatter (``lax.psum_scatter``) over ``axis_name`` sums the ``D`` partial batches (only one
     is non-zero per row: exact, also for uint8) and leaves each device its ``B/D`` rows. It moves
-    ``B`` rows per device per step; on one device it is a plain gather.
+    ``B`` rows per device per step; on one device (``axis_name`` None or of size 1) it is a plain
+    gather.
     """
-    if axis_name is None:
+    if axis_name is None or jax.lax.axis_size(axis_name) == 1:  # static: no masking, no collective
         return tuple(a[idx] for a in arrays) + (idx,)
     d = jax.lax.axis_index(axis_name)
     n_dev = jax.lax.axis_size(axis_name)
