@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # speedrun: one command to set up and run.
-#   ./run.sh records/NAME.py [--config.key=value ...] [--workdir=DIR]   train a record
+#   ./run.sh records/NAME.py [--config.KEY=VALUE ...] [--workdir=DIR]   train a record (= ./run.sh train ...)
 #   ./run.sh test [pytest args]                                         run the test suite
-#   ./run.sh bench records/NAME.py [--runs N] [--config.key=value ...]  N seeds, compiled once: stats
+#   ./run.sh bench records/NAME.py [--runs N] [--config.KEY=VALUE ...]  N seeds, compiled once: stats
 #   ./run.sh report [FOLDER]                                            bench results -> table + plot
+#   ./run.sh COMMAND --help                                             a command's flags
 # Creates (or reuses) a virtual environment in .venv with the package and its test and report extras.
 # SPEEDRUN_PYTHON_BIN=python3.12 makes the venv with that interpreter (default python3).
 # SPEEDRUN_PYTHON=/path/to/python uses that interpreter as it is instead (e.g. a GPU image that
@@ -11,10 +12,15 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [[ $# -lt 1 ]]; then
-  sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
-  exit 2
-fi
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
+if [[ $# -lt 1 ]]; then usage; exit 2; fi
+case "$1" in -h|--help|help) usage; exit 0 ;; esac
+for a in "$@"; do  # a command's --help needs nothing installed (the CLI's parser is stdlib only)
+  if [[ "$a" == "-h" || "$a" == "--help" ]] && [[ "$1" != "test" ]]; then
+    case "$1" in train|bench|report) ;; *) set -- train "$@" ;; esac
+    PYTHONPATH="$PWD" exec "${SPEEDRUN_PYTHON:-python3}" -m speedrun.cli "$@"
+  fi
+done
 
 if [[ -n "${SPEEDRUN_PYTHON:-}" ]]; then
   PY="$SPEEDRUN_PYTHON"
@@ -42,27 +48,10 @@ case "$1" in
     shift
     exec "$PY" -m pytest "$@"
     ;;
-  bench)
-    shift
-    record="${1:-}"
-    if [[ ! -f "$record" ]]; then
-      echo "run.sh bench: no record config file '$record'; records: $(ls records/*.py | tr '\n' ' ')" >&2
-      exit 2
-    fi
-    shift
-    exec "$PY" -m speedrun.bench --config="$record" "$@"
-    ;;
-  report)
-    shift
-    exec "$PY" -m speedrun.report "$@"
+  train|bench|report)
+    exec "$PY" -m speedrun.cli "$@"
     ;;
   *)
-    record="$1"
-    shift
-    if [[ ! -f "$record" ]]; then
-      echo "run.sh: no record config file '$record'; records: $(ls records/*.py | tr '\n' ' ')" >&2
-      exit 2
-    fi
-    exec "$PY" -m speedrun.main --config="$record" "$@"
+    exec "$PY" -m speedrun.cli train "$@"
     ;;
 esac

@@ -7,7 +7,7 @@
 Each record in ``records/*.py`` is shrunk (:data:`SMALL`: 256 real training and 256 real test images
 of the bundled CIFAR-10 subset, width 1/8, batch 128 so 2 steps, 1 epoch; see :func:`small_config`),
 compiled once
-(:class:`speedrun.train.Experiment`), run once untimed, then :data:`REPEATS` times timed
+(:class:`speedrun.train.experiment.Experiment`), run once untimed, then :data:`REPEATS` times timed
 (``train_time_s``: whitening + the epoch + the final TTA evaluation, compilation excluded); its
 figure is the fastest run divided by the fastest of the calibration calls timed right before and
 after it in the same process — a fixed jitted convolution stack (:func:`calibration`). A ratio
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import runpy
 import statistics
 import sys
 import time
@@ -52,30 +51,20 @@ CALIBRATION_CALLS = 5
 
 
 def small_config(record_path: str | Path, small: dict[str, Any] = SMALL):
-    """The record's config with the :data:`SMALL` overrides (epochs, batch sizes, width, whitening
-    images), a whole last epoch where the record trains a fraction of it, and a warmup of half the
-    steps where the record's lr schedule has a ``warmup_fraction`` (airbench94's 0.23 of 2 steps
-    would be no warmup step, which its schedule rejects). Timing depends on none of these choices
-    but the shapes: the epochs' arithmetic is the record's own.
+    """The record's config shrunk to :data:`SMALL` by :func:`speedrun.config.smoke` (the one shrink
+    recipe: whole last epoch, at least one warmup step, whitening on at most ``whitening_images``),
+    keeping the record's own precision policy. Timing depends on none of these choices but the
+    shapes: the epochs' arithmetic is the record's own.
 
     Raises:
-      ValueError: the record has no ``model.width_mult`` (every record should have one).
+      speedrun.config.ConfigError: the record has no ``model.width_mult`` (every record should).
     """
-    cfg = runpy.run_path(str(record_path))["get_config"]()
-    cfg.epochs = small["epochs"]
-    cfg.batch_size = small["batch_size"]
-    cfg.eval_batch_size = small["eval_batch_size"]
-    if "width_mult" not in cfg.model:
-        raise ValueError(f"{record_path}: config.model has no width_mult; add one (the CI speed check "
-                         "runs every record at reduced width)")
-    cfg.model.width_mult = small["width_mult"]
-    if "last_epoch_fraction" in cfg:
-        cfg.last_epoch_fraction = 1.0
-    if "warmup_fraction" in cfg.optimizer:
-        cfg.optimizer.warmup_fraction = 0.5
-    if cfg.whitening.num_images:
-        cfg.whitening.num_images = min(cfg.whitening.num_images, small["whitening_images"])
-    return cfg
+    from speedrun import config as config_lib
+
+    cfg = config_lib.load_record(record_path)
+    return config_lib.smoke(cfg, n_train=small["train_images"], epochs=small["epochs"], batch_size=small["batch_size"],
+                            eval_batch_size=small["eval_batch_size"], model__width_mult=small["width_mult"],
+                            whitening_images=small["whitening_images"], precision=cfg.precision)
 
 
 def calibration() -> Callable[[], float]:
@@ -119,7 +108,7 @@ def measure_record(cfg, arrays: tuple, calib: Callable[[], float], repeats: int 
       call, "ratio": time_s / calib_s, "compile_s": compile seconds}`` (seconds).
     """
     if experiment_cls is None:
-        from speedrun.train import Experiment as experiment_cls  # noqa: N813
+        from speedrun.train.experiment import Experiment as experiment_cls  # noqa: N813
     exp = experiment_cls(cfg, arrays)
     exp.run(0, per_epoch_eval=False)  # warm-up: first-call costs (eager ops, allocations)
     before = [calib() for _ in range(calls)]
@@ -259,6 +248,9 @@ def measure_all(record_paths: Sequence[Path], log: Callable[[str], None] = print
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring); returns the exit status."""
+    from speedrun.system import env
+
+    env.configure()  # XLA flags before JAX starts (speedrun.system.env)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", default=str(BASELINE), help="baseline file (default benchmarks/baseline.json)")
     p.add_argument("--records", nargs="*", help="record files (default: records/*.py)")
@@ -293,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import jax
 
-    from speedrun import reporting
+    from speedrun.measure import runlog
 
     measured = measure_all(paths)
     ratios = {k: v["ratio"] for k, v in measured.items() if "ratio" in v}
@@ -303,13 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             row["status"] = "error: " + measured[row["record"]]["error"]
     if args.records:  # a subset was asked for: the others are not "missing"
         rows = [r for r in rows if r["status"] != "missing"]
-    device = reporting.device_description()
+    device = runlog.device_description()
     print(f"\nCI speed check on {device}, jax {jax.__version__}; baseline {base.get('machine', '?')} "
           f"({base.get('measured', '?')})")
     print(format_table(rows, measured, base["tolerance"]))
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "small": SMALL, "repeats": REPEATS, "device": device, "versions": reporting.versions(),
+            "small": SMALL, "repeats": REPEATS, "device": device, "versions": runlog.versions(),
             "ratios": ratios, "measured": measured}, indent=2) + "\n")
     slower = [r["record"] for r in rows if r["status"] == "SLOWER"]
     print(f"# total {time.perf_counter() - t_start:.1f} s")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import runpy
 import sys
 from pathlib import Path
 
@@ -31,26 +30,11 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 POLICIES = ("float32", "bfloat16", "float16")
 
 
-def _override(config, assignment: str) -> None:
-    """Apply ``key.sub=value`` (value parsed as JSON, else kept as a string) to the config."""
-    key, sep, raw = assignment.partition("=")
-    if not sep:
-        raise SystemExit(f"error: --set expects key=value, got {assignment!r}")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-        node = node[p]
-    if leaf not in node:
-        raise SystemExit(f"error: the record has no config field {key!r}")
-    node[leaf] = type(node[leaf])(value) if node[leaf] is not None else value
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
     """Parse the command line, run the three policies, print the table and one JSON line each."""
+    from speedrun.system import env
+
+    env.configure()  # XLA flags before JAX starts (speedrun.system.env)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--record", default=str(ROOT / "records" / "94pct_26s.py"))
     ap.add_argument("--data", default=None, help="config.data.path (e.g. 'sample'); default the record's")
@@ -61,20 +45,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = ap.parse_args(argv)
 
-    from speedrun import bench, data
+    from speedrun import config as config_lib, data
+    from speedrun.measure import bench
 
     rows = []
     for name in args.precisions.split(","):
-        config = runpy.run_path(args.record)["get_config"]()
-        for assignment in args.set:
-            _override(config, assignment)
+        config = config_lib.load_record(args.record, args.set)
         if args.data is not None:
             config.data.path = args.data
         config.precision = name
         arrays = data.load_cifar10(config.data.path)
         if args.train_images:
             arrays = (arrays[0][: args.train_images], arrays[1][: args.train_images]) + tuple(arrays[2:])
-        _, s = bench.bench(config, args.runs, per_epoch_eval=False, tile_to=args.tile_to, arrays=arrays,
+        _, s = bench.run(config, args.runs, per_epoch_eval=False, tile_to=args.tile_to, arrays=arrays,
                            log=None)
         mm = s["matmul"]
         rows.append({"precision": name, "images_per_s": s["images_per_s"],

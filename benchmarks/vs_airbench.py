@@ -5,7 +5,7 @@
 
 On one machine with a CUDA GPU, in one process, this times Keller Jordan's own airbench94 (the
 package, imported and called as it is: ``airbench.train94``; nothing of it is copied here) and this
-project's ``records/airbench94.py`` (:class:`speedrun.train.Experiment`), alternating A B A B so
+project's ``records/airbench94.py`` (:class:`speedrun.train.experiment.Experiment`), alternating A B A B so
 that drifts in clock speed or temperature hit both alike, and prints every pair's time ratio and
 their median.
 
@@ -104,7 +104,7 @@ def parse_airbench_eval(output: str) -> dict[str, float]:
 def full_shape_arrays(arrays: tuple) -> tuple[tuple, str | None]:
     """``arrays`` tiled to 50000 training and 10000 test rows if smaller; returns them and a note
     saying what was tiled (``None`` when nothing was)."""
-    from speedrun.bench import tile_rows
+    from speedrun.measure.bench import tile_rows
 
     x_train, y_train, x_test, y_test = arrays
     note = None
@@ -151,17 +151,17 @@ class Airbench:
 def compare(pairs: int, data_path: str | None, record: str) -> dict[str, Any]:
     """Alternate airbench (A) and this project's record (B) ``pairs`` times after one untimed run of
     each; returns per-pair times, accuracies and ratios (B / A) and the median ratio."""
-    import runpy
-
     import jax
 
-    from speedrun import data, reporting, train
+    from speedrun import config as config_lib, data
+    from speedrun.measure import runlog
+    from speedrun.train import Experiment
 
     arrays, note = full_shape_arrays(data.load_cifar10(data_path))
     if note:
         print(f"# {note}")
-    cfg = runpy.run_path(record)["get_config"]()
-    exp = train.Experiment(cfg, arrays)
+    cfg = config_lib.load_record(record)
+    exp = Experiment(cfg, arrays)
     print(f"# {cfg.name}: compiled in {exp.compile_time_s:.1f} s (excluded)")
     with tempfile.TemporaryDirectory() as tmp:
         ab = Airbench(arrays, tmp)
@@ -181,7 +181,7 @@ def compare(pairs: int, data_path: str | None, record: str) -> dict[str, Any]:
 
     return {"kind": "vs_airbench", "record": cfg.name, "pairs": rows,
             "median_ratio": statistics.median(r["ratio"] for r in rows),
-            "data_note": note, "device": reporting.device_description(),
+            "data_note": note, "device": runlog.device_description(),
             "torch_device": torch.cuda.get_device_name(0), "torch": torch.__version__,
             "airbench": AIRBENCH_VERSION, "jax": jax.__version__,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -190,6 +190,9 @@ def compare(pairs: int, data_path: str | None, record: str) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line (see the module docstring); returns the exit status (0 also when the machine
     cannot run the comparison)."""
+    from speedrun.system import env
+
+    env.configure()  # XLA flags before JAX starts (speedrun.system.env)
     p = argparse.ArgumentParser(description="Time airbench94 (PyPI airbench 0.1.8) against records/airbench94.py.")
     p.add_argument("--pairs", type=int, default=5, help="A B pairs after the warm-up (default 5)")
     p.add_argument("--data", default=None, help="CIFAR-10 location (speedrun.data.load_cifar10; default the cache)")

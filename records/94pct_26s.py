@@ -19,7 +19,7 @@ On the bundled real subset (5170 train / 1017 test images), for CPU machines::
 
 which is not a CIFAR-10 record: see README for what it reached on which machine.
 
-Precision (``speedrun/precision.py``): pinned per backend, ``gpu=float16,tpu=bfloat16,cpu=float32``.
+Precision (``speedrun/system/precision.py``): pinned per backend, ``gpu=float16,tpu=bfloat16,cpu=float32``.
 On GPUs the source's policy: Page trained in fp16 with float32 batch norm (here also float32
 params, logits and loss, and dynamic loss scaling, which his run did without); TPUs have no fast
 fp16, so bfloat16; on CPUs float32, because XLA's CPU backend runs half-precision convolutions no
@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 1024
     c.label_smoothing = 0.2
     c.precision = "gpu=float16,tpu=bfloat16,cpu=float32"  # Page: fp16 on a V100 (see docstring)
-    c.scan_unroll = 0  # 0: automatic (whole epoch on CPU, a loop on GPU); see speedrun.train.scan_unroll
+    c.scan_unroll = 0  # 0: automatic (whole epoch on CPU, a loop on GPU); see speedrun.train.epoch.scan_unroll
 
     c.data = ml_collections.ConfigDict()
     c.data.path = ml_collections.config_dict.placeholder(str)  # None: $SPEEDRUN_DATA or the cache

@@ -5,8 +5,8 @@ PFLOPs. Evidence: 94.01 average accuracy in n=1000 runs", NVIDIA A100-SXM4-80GB,
 with float32 batch norm); Jordan, "94% on CIFAR-10 in 3.29 Seconds on a Single GPU"
 (arXiv:2404.00498). Reported: 94.01% mean test accuracy with TTA (level 2) over 1000 runs, 3.83 s,
 0.36 PFLOPs of training. Network: ``speedrun/models/airbench.py``; optimizer:
-:func:`speedrun.optim.airbench_sgd`; lookahead: ``speedrun/lookahead.py``; alternating flip and
-TTA: ``speedrun/augment.py``, ``speedrun/evaluate.py``.
+:func:`speedrun.optim.airbench_sgd`; lookahead: ``speedrun/optim/lookahead.py``; alternating flip and
+TTA: ``speedrun/data/augment.py``, ``speedrun/evaluate.py``.
 
 Command (full CIFAR-10, downloaded and md5-checked on first use)::
 
@@ -45,9 +45,9 @@ decay per step are ``lr·N/1024`` and ``weight_decay·N/1024`` over the momentum
 scale linearly with N; epochs and schedule shape stay as they are.
 
 Summed loss: the source sums the label-smoothed loss over the batch; here the mean is used with a
-learning rate N times larger (``speedrun/optim.py``), the same update.
+learning rate N times larger (``speedrun/optim/``), the same update.
 
-Precision (``speedrun/precision.py``): ``gpu=float16,tpu=bfloat16,cpu=float32``. The source trains
+Precision (``speedrun/system/precision.py``): ``gpu=float16,tpu=bfloat16,cpu=float32``. The source trains
 in fp16 with float32 batch norm (and no loss scaling); here float32 params, float16 compute and
 dynamic loss scaling on GPUs, bfloat16 on TPUs, float32 on CPUs.
 """
@@ -71,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.target_acc = 0.94  # airbench's target (tta_acc); ./run.sh bench: share of runs >= it, time to it
     c.tta_level = 2  # mirror + one-pixel translations (speedrun.evaluate.tta_views)
     c.precision = "gpu=float16,tpu=bfloat16,cpu=float32"  # airbench: fp16 on an A100 (see docstring)
-    c.scan_unroll = 0  # 0: automatic (whole epoch on CPU, a loop on GPU); see speedrun.train.scan_unroll
+    c.scan_unroll = 0  # 0: automatic (whole epoch on CPU, a loop on GPU); see speedrun.train.epoch.scan_unroll
 
     c.data = ml_collections.ConfigDict()
     c.data.path = ml_collections.config_dict.placeholder(str)  # None: $SPEEDRUN_DATA or the cache
@@ -102,9 +102,6 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "airbench_sgd"
-    c.optimizer.batch_size = c.get_ref("batch_size")  # linked: the lr and decay scale with it
-    c.optimizer.epochs = c.get_ref("epochs")  # linked: the schedule's length
-    c.optimizer.last_epoch_fraction = c.get_ref("last_epoch_fraction")
     c.optimizer.lr = 11.5  # per 1024 examples, decoupled from the momentum
     c.optimizer.weight_decay = 0.0153  # per 1024 examples, decoupled from the lr
     c.optimizer.momentum = 0.85

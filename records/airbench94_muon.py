@@ -43,14 +43,15 @@ in fp16 and runs Newton–Schulz in bfloat16, here in float32).
 """
 
 import pathlib
-import runpy
 
 import ml_collections
+
+from speedrun.config import load_record
 
 
 def get_config() -> ml_collections.ConfigDict:
     """records/airbench94.py's config with what this record pins differently (module docstring)."""
-    c = runpy.run_path(str(pathlib.Path(__file__).with_name("airbench94.py")))["get_config"]()
+    c = load_record(pathlib.Path(__file__).with_name("airbench94.py"))
     c.name = "airbench94_muon"
     c.epochs = 8
     c.last_epoch_fraction = 1.0  # whole epochs
@@ -63,9 +64,6 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "airbench_muon"
-    c.optimizer.batch_size = c.get_ref("batch_size")  # linked: SGD lrs and decay scale with it
-    c.optimizer.epochs = c.get_ref("epochs")  # linked: the schedules' length
-    c.optimizer.last_epoch_fraction = c.get_ref("last_epoch_fraction")
     c.optimizer.muon_lr = 0.24
     c.optimizer.muon_momentum = 0.6
     c.optimizer.ns_coeffs = (3.4445, -4.7750, 2.0315)

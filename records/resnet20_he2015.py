@@ -60,7 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.tta_level = 0  # single-view test, as the paper: tta_acc == acc
     c.target_acc = 0.9125  # He et al.'s ResNet-20 figure; ./run.sh bench: share of runs >= it, time to it
     c.precision = "float32"
-    c.scan_unroll = 0  # 0: automatic (whole epoch on CPU, a loop on GPU); see speedrun.train.scan_unroll
+    c.scan_unroll = 0  # 0: automatic (whole epoch on CPU, a loop on GPU); see speedrun.train.epoch.scan_unroll
 
     c.data = ml_collections.ConfigDict()
     c.data.path = ml_collections.config_dict.placeholder(str)  # None: $SPEEDRUN_DATA or the cache
@@ -90,7 +90,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.name = "he_sgd"
     c.optimizer.lr = 0.1  # at base_batch_size
     c.optimizer.base_batch_size = 128
-    c.optimizer.batch_size = c.get_ref("batch_size")  # follows --config.batch_size
     c.optimizer.boundaries = (32000, 48000)  # iterations at base_batch_size
     c.optimizer.decay_factor = 0.1
     c.optimizer.warmup_epochs = 0.0

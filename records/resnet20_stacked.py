@@ -47,14 +47,15 @@ rate is a small fraction of its fp32); override with ``--config.precision=NAME``
 """
 
 import pathlib
-import runpy
 
 import ml_collections
+
+from speedrun.config import load_record
 
 
 def get_config() -> ml_collections.ConfigDict:
     """records/resnet20_he2015.py's config with what this record pins differently (module docstring)."""
-    c = runpy.run_path(str(pathlib.Path(__file__).with_name("resnet20_he2015.py")))["get_config"]()
+    c = load_record(pathlib.Path(__file__).with_name("resnet20_he2015.py"))
     c.name = "resnet20_stacked"
     c.batch_size = 1024  # the optimizer's lr and milestones follow (Goyal's linear scaling)
     c.model.preact = True  # He et al. 2016

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from speedrun.augment import flip_lr
+from speedrun.data.augment import flip_lr
 
 
 def batch_test_set(images: np.ndarray, labels: np.ndarray, batch_size: int

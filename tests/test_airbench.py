@@ -21,8 +21,6 @@ numbers and rules, no code copied).
 """
 
 import math
-import runpy
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -30,25 +28,27 @@ import numpy as np
 import optax
 import pytest
 
-from speedrun import augment, data, evaluate, lookahead, optim, train, whitening
+from speedrun import config, evaluate, optim, train
+from speedrun.data import augment
+from speedrun.models import whitening
+from speedrun.optim import lookahead
 from speedrun.models import get_model
 from speedrun.models.airbench import AirbenchNet, dirac_init
 
-RECORDS = Path(__file__).resolve().parent.parent / "records"
 MEAN = np.array([0.4914, 0.4822, 0.4465]) * 255
 STD = np.array([0.2470, 0.2435, 0.2616]) * 255
 NS = (3.4445, -4.7750, 2.0315)
 
 
 def record_config(name):
-    return runpy.run_path(str(RECORDS / f"{name}.py"))["get_config"]()
+    return config.load_record(name)
 
 
 # ------------------------------------------------------------------------------ whitening
 
 
-def test_whitening_filters_and_negatives_whiten_2x2_patches():
-    x_u8 = data.load_cifar10("sample")[0][:5000]  # airbench: the first 5000 training images
+def test_whitening_filters_and_negatives_whiten_2x2_patches(sample):
+    x_u8 = sample[0][:5000]  # airbench: the first 5000 training images
     x = ((x_u8 - MEAN) / STD).astype(np.float32)
     eps = 5e-4
     kernel = np.asarray(whitening.whitening_kernel(x, 2, eps), np.float64)
@@ -182,12 +182,12 @@ def test_alternating_flip_matches_airbench_loader_rule():
 
 
 def test_total_train_steps():
-    assert optim.total_train_steps(10, 48, 0.9) == 476 == math.ceil(48 * 9.9)  # airbench94
-    assert optim.total_train_steps(8, 25) == 200  # airbench94_muon
-    assert optim.total_train_steps(3, 10, 0.7) == 27  # 0.7·10 is 7.000000000000001 in floats
+    assert config.total_train_steps(10, 48, 0.9) == 476 == math.ceil(48 * 9.9)  # airbench94
+    assert config.total_train_steps(8, 25) == 200  # airbench94_muon
+    assert config.total_train_steps(3, 10, 0.7) == 27  # 0.7·10 is 7.000000000000001 in floats
     for bad in (0.0, 1.5):
-        with pytest.raises(ValueError, match="last_epoch_fraction"):
-            optim.total_train_steps(3, 10, bad)
+        with pytest.raises(config.ConfigError, match="last_epoch_fraction"):  # a ValueError
+            config.total_train_steps(3, 10, bad)
 
 
 def _triangle(total, start, end, peak):  # airbench94's triangle(), written out with numpy
@@ -218,12 +218,20 @@ def test_batch_size_override_reaches_the_optimizer():
     for name in ("airbench94", "airbench94_muon"):
         c = record_config(name)
         c.batch_size = 512  # what --config.batch_size=512 does
-        assert c.optimizer.batch_size == 512
         c.epochs = 3
-        assert c.optimizer.epochs == 3
+        d = config.derived(c, 50000)  # the one path from the top-level fields to the optimizer
+        assert d.batch_size == 512
+        assert d.steps_per_epoch == 97  # 50000 // 512
+        assert d.total_steps == config.total_train_steps(3, 50000 // 512, c.get("last_epoch_fraction", 1.0))
+        _, lr = optim.make_optimizer(c.optimizer, d)
+        if name == "airbench94_muon":  # Muon's lr is scale-free: 0.24 at any batch size
+            assert float(lr(0)) == pytest.approx(0.24)
+            assert float(lr(d.total_steps)) == 0.0  # the decay reaches 0 at the run's (new) last step
+        else:  # the triangle peaks at int(0.23·T) of the run's (new) T
+            assert float(lr(int(0.23 * d.total_steps))) == pytest.approx(11.5 * 512 / (1024 * (1 + 1 / 0.15)))
     c = record_config("airbench94")
     c.batch_size = 512
-    _, lr = optim.make_optimizer(c.optimizer, 97)  # 50000 // 512
+    _, lr = optim.make_optimizer(c.optimizer, config.derived(c, 50000))  # 97 steps of 512 per epoch
     assert float(lr(0)) == pytest.approx(0.2 * 11.5 * 512 / (1024 * (1 + 1 / 0.15)))
 
 
@@ -435,11 +443,6 @@ def test_tta_level2_weights_and_combination():
 # ------------------------------------------------------------------------------ learning on the subset
 
 
-@pytest.fixture(scope="module")
-def sample():
-    return data.load_cifar10("sample")
-
-
 def _short_run(config, arrays):
     exp = train.Experiment(config, arrays)
     key_init, key_train = jax.random.split(jax.random.key(0))
@@ -460,18 +463,15 @@ THRESH_AIRBENCH94 = 0.15
 THRESH_MUON = 0.35
 
 
-def _small(config, epochs, width_mult=0.125, batch=256):
-    config.model.width_mult = width_mult
-    config.batch_size = batch  # linked into config.optimizer: the record's own scaling rule applies
-    config.epochs = epochs
-    config.eval_batch_size = 1024
-    return config
+def _small(name, epochs):
+    # width 1/8, batch 256 (via config.derived to the optimizer: the record's own scaling rule applies)
+    return config.smoke(record_config(name), epochs=epochs, eval_batch_size=1024)
 
 
 def test_airbench94_learns_on_the_subset(sample):
     x, y, xt, yt = sample
     arrays = (x[:1024], y[:1024], xt, yt)  # 4 steps of 256 per epoch keep the unrolled epoch small
-    c = _small(record_config("airbench94"), epochs=6)
+    c = _small("airbench94", epochs=6)
     c.last_epoch_fraction = 0.5  # 5·4 + 2 = 22 steps: the last epoch stops half-way
     c.lookahead.start_epoch = 2  # lookahead starts at step 10 (first multiple of 5 in epoch 2), updates at 15, 20
     c.optimizer.whiten_bias_epochs = 2  # frozen after 8 steps
@@ -487,7 +487,7 @@ def test_airbench94_learns_on_the_subset(sample):
             bias_after_freeze = np.asarray(state.params["whiten_bias"])
         ev = exp.evaluate(exp.eval_variables(state, constants), *exp.test_batches)
         accs.append(float(ev["tta_acc"]))
-    assert int(state.step) == optim.total_train_steps(6, 4, 0.5) == 22
+    assert int(state.step) == config.total_train_steps(6, 4, 0.5) == 22
     assert np.isfinite(float(metrics["loss"]))
     # the net is the lookahead average at the end of every epoch
     jax.tree.map(np.testing.assert_array_equal, state.params, state.ema["params"])
@@ -501,7 +501,7 @@ def test_airbench94_learns_on_the_subset(sample):
 def test_airbench94_muon_learns_on_the_subset(sample):
     x, y, xt, yt = sample
     arrays = (x[:1024], y[:1024], xt, yt)
-    c = _small(record_config("airbench94_muon"), epochs=5)  # 20 steps
+    c = _small("airbench94_muon", epochs=5)  # 20 steps
     c.model.logit_scale = 1 / 32  # the source's 1/(head input width) at width_mult 0.125
     c.optimizer.whiten_bias_epochs = 1
     exp = train.Experiment(c, arrays)
@@ -515,7 +515,7 @@ def test_gelu_exact_values_and_gradient_match_jax_and_shard_map():
     """speedrun.layers.gelu_exact (explicit derivative, see its docstring) against jax.nn.gelu's exact
     form and against the hand formula Φ(x) + x·φ(x) (math.erf, math.exp), in float32 and float16; and
     its gradient runs inside a checked jax.shard_map, where JAX 0.12.0's erf derivative fails."""
-    from speedrun.layers import gelu_exact
+    from speedrun.models.layers import gelu_exact
 
     xs = np.linspace(-5, 5, 41).astype(np.float32)
     hand = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi)

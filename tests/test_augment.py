@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from speedrun import augment
+from speedrun.data import augment
 
 
 def _images(b=16, h=32, w=32, c=3, dtype=np.float32, seed=0):

@@ -1,4 +1,4 @@
-"""Tests for speedrun.stats, speedrun.bench and speedrun.report.
+"""Tests for speedrun.measure: stats, mfu, bench and report.
 
 References: statistics computed by hand (t quantile from a printed t-table: t(0.975, 3) = 3.182446,
 t(0.975, 2) = 4.302653), datasheet numbers typed from NVIDIA's datasheets, and the hand FLOP count
@@ -7,21 +7,13 @@ batch 64, 1 step per epoch, 2 epochs, on 64 real training images) once and train
 counting XLA compilations with jax.monitoring: the second and third seeds must compile nothing.
 """
 
-import importlib.util
 import json
 import math
-import runpy
-import sys
-from pathlib import Path
 
 import pytest
 
-if importlib.util.find_spec("speedrun") is None:  # not installed: use the checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from speedrun import bench, report, stats  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from speedrun import config
+from speedrun.measure import bench, mfu, report, stats
 
 
 # ------------------------------------------------------------------ statistics (hand-computed)
@@ -68,20 +60,20 @@ def test_time_to_target_first_epoch_at_target():
 # ------------------------------------------------------------------ bench helpers
 
 def test_gpu_model_and_datasheet_peaks():
-    assert bench.gpu_model("NVIDIA H100 80GB HBM3") == "H100 SXM"
-    assert bench.gpu_model("NVIDIA H100 PCIe") == "H100 PCIe"
-    assert bench.gpu_model("NVIDIA H200") == "H200 SXM"
-    assert bench.gpu_model("NVIDIA A100-SXM4-40GB") == "A100"
-    assert bench.gpu_model("Tesla V100-SXM2-16GB") == "V100 SXM2"
-    assert bench.gpu_model("Tesla V100-PCIE-32GB") == "V100 PCIe"
-    assert bench.gpu_model("cpu") is None
+    assert mfu.gpu_model("NVIDIA H100 80GB HBM3") == "H100 SXM"
+    assert mfu.gpu_model("NVIDIA H100 PCIe") == "H100 PCIe"
+    assert mfu.gpu_model("NVIDIA H200") == "H200 SXM"
+    assert mfu.gpu_model("NVIDIA A100-SXM4-40GB") == "A100"
+    assert mfu.gpu_model("Tesla V100-SXM2-16GB") == "V100 SXM2"
+    assert mfu.gpu_model("Tesla V100-PCIE-32GB") == "V100 PCIe"
+    assert mfu.gpu_model("cpu") is None
     # NVIDIA datasheets: H100 SXM 1979 TFLOPS fp16 with sparsity -> 989.4 dense; A100 312 bf16 dense;
     # V100 SXM2 125 tensor TFLOPS fp16, no bfloat16
-    assert bench.datasheet_peak("NVIDIA H100 80GB HBM3", "float16") == pytest.approx(989.4e12)
-    assert bench.datasheet_peak("NVIDIA A100-SXM4-80GB", "bfloat16") == pytest.approx(312e12)
-    assert bench.datasheet_peak("Tesla V100-SXM2-16GB", "float16") == pytest.approx(125e12)
-    assert bench.datasheet_peak("Tesla V100-SXM2-16GB", "bfloat16") is None
-    assert bench.datasheet_peak("cpu (x) x1", "float32") is None
+    assert mfu.datasheet_peak("NVIDIA H100 80GB HBM3", "float16") == pytest.approx(989.4e12)
+    assert mfu.datasheet_peak("NVIDIA A100-SXM4-80GB", "bfloat16") == pytest.approx(312e12)
+    assert mfu.datasheet_peak("Tesla V100-SXM2-16GB", "float16") == pytest.approx(125e12)
+    assert mfu.datasheet_peak("Tesla V100-SXM2-16GB", "bfloat16") is None
+    assert mfu.datasheet_peak("cpu (x) x1", "float32") is None
 
 
 def test_tile_rows_and_target():
@@ -98,7 +90,7 @@ def test_tile_rows_and_target():
     assert bench.target_of(cfg) == 0.94 and bench.target_of(cfg, 0.5) == 0.5
     with pytest.raises(ValueError, match="target_acc"):
         bench.target_of(ml_collections.ConfigDict({"name": "y"}))
-    assert runpy.run_path(str(ROOT / "records" / "94pct_26s.py"))["get_config"]().target_acc == 0.94
+    assert config.load_record("94pct_26s").target_acc == 0.94
 
 
 def fake_run(seed, tta, t, ttt):
@@ -131,10 +123,10 @@ def test_summarize_hand_values():
 def test_matmul_rate_is_positive_and_checked():
     import jax.numpy as jnp
 
-    m = bench.matmul_flops_per_s(jnp.float32, n=128, calls=2, trials=1)
+    m = mfu.matmul_flops_per_s(jnp.float32, n=128, calls=2, trials=1)
     assert m["flops_per_s"] > 0 and m["n"] == 128 and m["dtype"] == "float32"
     with pytest.raises(ValueError, match="positive"):
-        bench.matmul_flops_per_s(jnp.float32, n=128, calls=0)
+        mfu.matmul_flops_per_s(jnp.float32, n=128, calls=0)
 
 
 # ------------------------------------------------------------------ end to end (one compile)
@@ -150,15 +142,12 @@ TINY_FORWARD_MACS = (32 * 32 * 27 * 9 * 3      # whitening 3x3 3->27 at 32x32
 
 
 @pytest.fixture(scope="module")
-def tiny_bench():
-    from speedrun import data
-
-    cfg = runpy.run_path(str(ROOT / "records" / "94pct_26s.py"))["get_config"]()
-    cfg.model.width_mult = 0.0625  # widths 4/8/16/32
-    cfg.batch_size, cfg.epochs, cfg.eval_batch_size = 64, 2, 256
-    cfg.whitening.num_images = 64
-    xtr, ytr, xte, yte = data.load_cifar10("sample")
-    return bench.bench(cfg, 3, target=0.12, arrays=(xtr[:64], ytr[:64], xte[:256], yte[:256]), log=None)
+def tiny_bench(record, sample):
+    # widths 4/8/16/32, 1 step of 64 per epoch, 2 epochs
+    cfg = record("94pct_26s", model__width_mult=0.0625, batch_size=64, epochs=2, eval_batch_size=256,
+                 whitening_images=64)
+    xtr, ytr, xte, yte = sample
+    return bench.run(cfg, 3, target=0.12, arrays=(xtr[:64], ytr[:64], xte[:256], yte[:256]), log=None)
 
 
 def test_new_seeds_do_not_recompile(tiny_bench):
@@ -173,7 +162,7 @@ def test_compile_counter_sees_a_new_compilation():
     import jax
     import jax.numpy as jnp
 
-    with bench.CompileCounter() as c:
+    with mfu.CompileCounter() as c:
         jax.jit(lambda x: x * 3 + 1)(jnp.ones((7, 5)))  # a new function: one compilation
     assert c.count >= 1
 
@@ -199,7 +188,8 @@ def test_report_table_and_plot(tiny_bench, tmp_path):
     runs, s = tiny_bench
     path = bench.write_jsonl(tmp_path / "res" / "a.jsonl", [{"kind": "run", **r} for r in runs] + [s])
     assert len(path.read_text().splitlines()) == 4
-    assert report.main([str(tmp_path / "res")]) == 0
+    out = report.run(tmp_path / "res", log=None)
+    assert (out["runs"], out["summaries"]) == (3, 1)
     table = (tmp_path / "res" / "records_table.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| 94pct_26s |"))
     acc = s["tta_acc"]
@@ -210,7 +200,8 @@ def test_report_table_and_plot(tiny_bench, tmp_path):
 
 
 def test_report_errors(tmp_path):
-    assert report.main([str(tmp_path / "nothing")]) == 2
+    with pytest.raises(ValueError, match="nothing"):
+        report.run(tmp_path / "nothing", log=None)
     (tmp_path / "bad.jsonl").write_text('{"kind": "other"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         report.load_results(tmp_path)

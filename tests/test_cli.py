@@ -1,67 +1,107 @@
-"""Tests for the command line (speedrun.main): the ml_collections override convention with the four
-public field names, and clear errors for an unknown key or record, without training anything.
-(``./run.sh`` itself needs its .venv and is exercised by .ci/run, not here.)"""
+"""Tests for the command line (speedrun.cli) and the config module behind it: the ml_collections
+override convention, clear one-line errors for an unknown key or record, flags per command, and the
+environment set before JAX starts — without training anything. (``./run.sh`` itself needs its
+.venv and is exercised by .ci/run, except ``--help``, which needs nothing installed.)"""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from absl import flags
-from ml_collections import config_flags
 
-from speedrun import main
+from speedrun import cli, config
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = "records/94pct_26s.py"
 
 
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", "speedrun.main", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+def _run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "speedrun.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=env)
 
 
-def test_unknown_key_exits_nonzero_and_suggests_the_right_one():
-    proc = _run(f"--config={RECORD}", "--config.epoch=1")
-    assert proc.returncode != 0
+def test_unknown_key_exits_2_with_one_line_suggesting_the_right_one():
+    proc = _run("train", RECORD, "--config.epoch=1")
+    assert proc.returncode == 2
     assert "'epoch'" in proc.stderr and "did you mean epochs" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("speedrun: error: ")
 
 
 def test_unknown_record_file_exits_nonzero_naming_it():
-    proc = _run("--config=records/no_such_record.py")
-    assert proc.returncode != 0
-    assert "records/no_such_record.py" in proc.stderr
+    proc = _run("train", "records/no_such_record.py")
+    assert proc.returncode == 2
+    assert "records/no_such_record.py" in proc.stderr and "94pct_26s" in proc.stderr  # the known ones
 
 
-def test_check_overrides_accepts_known_keys():
-    # the four public override names of issue 2, plus an ordinary flag and no --config at all
-    main.check_overrides(["prog", f"--config={ROOT / RECORD}", "--config.epochs=3", "--config.seed=1",
-                          "--config.data.path=sample", "--config.model.width_mult=0.25", "--workdir=x"])
-    main.check_overrides(["prog", "--config.epoch=1"])  # no record: nothing to check against
+def test_debug_shows_the_traceback():
+    proc = _run("train", RECORD, "--config.epoch=1", "--debug")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+
+
+def test_flags_of_another_command_are_refused():
+    with pytest.raises(SystemExit) as exc:
+        cli.parse(["train", RECORD, "--runs", "3"])  # a bench flag
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        cli.parse(["bench", RECORD, "--coordinator_address=h:1"])  # a train flag
+    args, overrides = cli.parse(["bench", RECORD, "--runs", "3", "--config.epochs=2"])
+    assert (args.command, args.runs, overrides) == ("bench", 3, ["epochs=2"])
+
+
+def test_help_needs_nothing_installed():
+    # the parser is stdlib only: a bare interpreter with the checkout on the path prints usage
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-S", "-m", "speedrun.cli", "bench", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and "--runs" in proc.stdout
+
+
+def test_list_keys_prints_every_key_and_value():
+    proc = _run("train", RECORD, "--list_keys", "--config.epochs=3")
+    assert proc.returncode == 0
+    assert "epochs = 3" in proc.stdout.splitlines() and "model.width_mult = 1.0" in proc.stdout.splitlines()
 
 
 @pytest.mark.parametrize("key,suggestion", [("epoch", "epochs"), ("model.widthmult", "model.width_mult"),
                                             ("data.pth", "data.path")])
-def test_check_overrides_rejects_unknown_keys(key, suggestion, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main.check_overrides(["prog", f"--config={ROOT / RECORD}", f"--config.{key}=1"])
-    msg = str(exc.value.code)
-    assert f"unknown config key {key!r}" in msg and suggestion in msg
-
-
-def test_check_overrides_leaves_unloadable_record_to_absl():
-    # returns quietly; absl's config_flags then reports the missing file (see the subprocess test)
-    assert main.check_overrides(["prog", "--config=records/no_such_record.py", "--config.epochs=1"]) is None
+def test_override_rejects_unknown_keys(key, suggestion):
+    with pytest.raises(config.ConfigError) as exc:
+        config.load_record(RECORD, [f"{key}=1"])
+    assert f"unknown config key {key!r}" in str(exc.value) and suggestion in str(exc.value)
 
 
 def test_ml_collections_override_convention_on_the_record():
-    argv = ["prog", f"--config={ROOT / RECORD}", "--config.epochs=3", "--config.seed=1",
-            "--config.data.path=sample", "--config.model.width_mult=0.25"]
-    fv = flags.FlagValues()
-    # sys_argv: the override flags are defined from the argv (main.py gets them from sys.argv)
-    config_flags.DEFINE_config_file("config", None, "record", flag_values=fv, lock_config=True, sys_argv=argv)
-    fv(argv)
-    cfg = fv.config
+    cfg = config.load_record(ROOT / RECORD, ["epochs=3", "seed=1", "data.path=sample", "model.width_mult=0.25",
+                                             "optimizer.lr_values=0,0.4,0", "augment.flip=false"])
     assert (cfg.epochs, cfg.seed, cfg.data.path, cfg.model.width_mult) == (3, 1, "sample", 0.25)
+    assert list(cfg.optimizer.lr_values) == [0.0, 0.4, 0.0] and cfg.augment.flip is False
     assert cfg.batch_size == 512  # untouched fields keep the pinned values
+    for bad in ("epochs=three", "augment.flip=maybe", "optimizer.lr_values=a,b", "model.width_mult=x"):
+        with pytest.raises(config.ConfigError, match=bad.split("=")[0]):
+            config.load_record(RECORD, [bad])
+
+
+def test_import_sets_no_environment_and_the_cli_entry_sets_the_xla_flags():
+    clean = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    code = ("import os, speedrun, speedrun.config, speedrun.train, speedrun.measure.bench; "
+            "assert 'XLA_FLAGS' not in os.environ, os.environ['XLA_FLAGS']")
+    assert subprocess.run([sys.executable, "-c", code], env=clean, timeout=120).returncode == 0
+    # the entry sets them before JAX starts: 3 simulated CPU devices are what JAX then sees
+    code = ("import sys, speedrun.cli as c; args, _ = c.parse(['train', 'x', '--cpu_devices', '3']); "
+            "c.env.configure(args.cpu_devices); import jax; print(jax.device_count())")
+    out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "3", out.stderr
+
+
+def test_env_configure_adds_flags_once():
+    from speedrun.system import env
+
+    environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
+    flags = env.configure(4, environ)
+    assert flags == ("--xla_dump_to=/tmp/x --xla_cpu_enable_concurrency_optimized_scheduler=false "
+                     "--xla_force_host_platform_device_count=4")
+    assert env.configure(4, environ) == flags  # idempotent
+    with pytest.raises(ValueError, match="cpu_devices"):
+        env.configure(0, {})

@@ -10,7 +10,6 @@ import os
 import pickle
 import shutil
 import socket
-import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -18,19 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-if importlib.util.find_spec("speedrun") is None:  # not installed: use the checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from speedrun import data  # noqa: E402
+from speedrun.data import cifar10 as data  # noqa: E402
 from speedrun.data import DataError, DataNotFoundError, load_cifar10  # noqa: E402
 
 ROWS = {"data_batch_1": 1102, "data_batch_2": 1017, "data_batch_3": 1017,
         "data_batch_4": 1017, "data_batch_5": 1017, "test_batch": 1017}
-
-
-@pytest.fixture(scope="module")
-def sample():
-    return load_cifar10("sample")
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +169,7 @@ def test_unwritable_folder_warns_and_skips_cache(sample, archive_dir, monkeypatc
     def refuse(*args, **kwargs):
         raise PermissionError("read-only folder")
 
-    monkeypatch.setattr(data.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr("speedrun.data.archive.tempfile.NamedTemporaryFile", refuse)
     with pytest.warns(UserWarning, match="could not write CIFAR-10 cache"):
         arrays = load_cifar10(archive_dir)
     assert_same(arrays, sample)

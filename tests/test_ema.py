@@ -1,4 +1,4 @@
-"""Tests for speedrun.ema against a numpy loop of Page's ``update_ema(momentum, update_freq)``:
+"""Tests for speedrun.optim.ema against a numpy loop of Page's ``update_ema(momentum, update_freq)``:
 every ``every`` steps (steps 0, every, 2·every, …) ema ← ρ·ema + (1−ρ)·value with ρ = momentum**every."""
 
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from speedrun.ema import ema_update
+from speedrun.optim.ema import ema_update
 
 
 @pytest.mark.parametrize("momentum,every", [(0.99, 5), (0.9, 1), (0.5, 3)])

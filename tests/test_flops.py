@@ -7,20 +7,13 @@ PFLOPs, airbench README).
 """
 
 import importlib.util
-import runpy
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-if importlib.util.find_spec("speedrun") is None:  # not installed: use the checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from speedrun import flops  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from speedrun import config  # noqa: E402
+from speedrun.measure import flops  # noqa: E402
 
 
 def conv_macs(hw_out, c_out, k, c_in):
@@ -84,7 +77,7 @@ def test_airbench94_forward_flops_equal_hand_count():
         pytest.skip("speedrun/models/airbench.py not present yet")
     from speedrun.models import get_model
 
-    cfg = runpy.run_path(str(ROOT / "records" / "airbench94.py"))["get_config"]()
+    cfg = config.load_record("airbench94")
     f = flops.forward_flops_per_image(get_model(cfg.model, jnp.float32))
     assert f == 2 * sum(AIRBENCH94_LAYERS.values()) == 236_294_720  # 0.236 GFLOPs
     # 9.9 epochs of 50,000: 0.351 PFLOPs; airbench's 0.36 also counts its TTA evaluation

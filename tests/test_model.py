@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from speedrun.layers import GhostBatchNorm
+from speedrun.models.layers import GhostBatchNorm
 from speedrun.models.resnet9 import ResNet9
 
 # ---------------------------------------------------------------- GhostBatchNorm

@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from speedrun import optim, train
+from speedrun import config, optim
+from speedrun.train.step import cross_entropy
 
 KNOTS, VALUES = [0.0, 2.0, 8.0], [0.0, 1.0, 0.1]
 
@@ -108,12 +109,16 @@ def test_make_optimizer_from_record_config_and_unknown_name():
     cfg = ml_collections.ConfigDict(dict(
         name="page_sgd", lr_knots=KNOTS, lr_values=VALUES, momentum=0.9, nesterov=True,
         weight_decay=5e-4, bias_lr_mult=64.0, bias_wd_mult=1 / 64))
-    tx, lr = optim.make_optimizer(cfg, steps_per_epoch=10)
+    derived = config.Derived(n_train=1000, batch_size=100, num_devices=1, batch_per_device=100,
+                             steps_per_epoch=10, total_steps=100)
+    tx, lr = optim.make_optimizer(cfg, derived)
     assert isinstance(tx, optax.GradientTransformation)
     assert float(lr(19)) == pytest.approx(1.0)
+    assert sorted(optim.OPTIMIZERS) == ["airbench_muon", "airbench_sgd", "he_sgd", "page_sgd"]
     cfg.name = "adamw"
-    with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
-        optim.make_optimizer(cfg, 10)
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamw'; known: \['airbench_muon', "
+                                         r"'airbench_sgd', 'he_sgd', 'page_sgd'\]"):
+        optim.make_optimizer(cfg, derived)
 
 
 # ---------------------------------------------------------------- loss
@@ -133,5 +138,15 @@ def test_cross_entropy_with_label_smoothing_matches_page_formula(eps):
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal((16, 10)) * 3).astype(np.float32)
     labels = rng.integers(0, 10, 16).astype(np.int32)
-    got = float(train.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), eps))
+    got = float(cross_entropy(jnp.asarray(logits), jnp.asarray(labels), eps))
     assert got == pytest.approx(_np_label_smoothing_loss(logits, labels, eps), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in config.RECORDS_DIR.glob("*.py")))
+def test_every_record_optimizer_builds_from_the_derived_step_counts(name):
+    c = config.load_record(name)
+    # the run's batch and length reach the optimizer only through config.derived, not as copies
+    assert not {"batch_size", "epochs", "last_epoch_fraction"} & set(c.optimizer.keys())
+    tx, lr = optim.make_optimizer(c.optimizer, config.derived(c, 50_000))
+    assert isinstance(tx, optax.GradientTransformation)
+    assert np.isfinite(float(lr(0))) and float(lr(0)) > 0

@@ -33,23 +33,16 @@ N_DEV = 8
 
 def tiny_config():
     """The 94pct_26s record shrunk for CPU tests (see the module docstring)."""
-    import runpy
+    from speedrun import config
 
-    cfg = runpy.run_path(str(ROOT / "records" / "94pct_26s.py"))["get_config"]()
-    cfg.model.width_mult = 0.0625
-    cfg.batch_size = 64
-    cfg.model.ghost_batch_size = 8
-    cfg.eval_batch_size = 128
-    cfg.whitening.num_images = 256
-    cfg.epochs = 3
-    cfg.precision = "float32"
-    return cfg
+    return config.smoke(config.load_record("94pct_26s"), model__width_mult=0.0625, batch_size=64,
+                        model__ghost_batch_size=8, eval_batch_size=128, epochs=3)
 
 
 # --------------------------------------------------------------------------- in-process (1 device)
 
 def test_per_device_batch_values_and_errors():
-    from speedrun.parallel import per_device_batch
+    from speedrun.system.parallel import per_device_batch
 
     assert per_device_batch(512, 8, 32) == 64
     assert per_device_batch(512, 1, 32) == 512
@@ -64,26 +57,26 @@ def test_per_device_batch_values_and_errors():
         per_device_batch(1000, 16, name="eval_batch_size")
 
 
-def test_validate_config_checks_device_count():
-    from speedrun.train import validate_config
+def test_derived_checks_device_count():
+    from speedrun.config import derived
 
     cfg = tiny_config()
-    assert validate_config(cfg, 5170, 8) == 5170 // 64
+    assert derived(cfg, 5170, 8).steps_per_epoch == 5170 // 64
     cfg.batch_size = 60
     with pytest.raises(ValueError, match="batch_size=60 is not divisible by the 8 devices"):
-        validate_config(cfg, 5170, 8)
+        derived(cfg, 5170, 8)
     cfg.batch_size = 64
     cfg.model.ghost_batch_size = 16  # 8 per device
     with pytest.raises(ValueError, match="ghost_batch_size=16"):
-        validate_config(cfg, 5170, 8)
+        derived(cfg, 5170, 8)
     cfg.model.ghost_batch_size = 8
     cfg.eval_batch_size = 100
     with pytest.raises(ValueError, match="eval_batch_size=100"):
-        validate_config(cfg, 5170, 8)
+        derived(cfg, 5170, 8)
 
 
 def test_pad_rows():
-    from speedrun.parallel import pad_rows
+    from speedrun.system.parallel import pad_rows
 
     x = np.arange(10 * 2, dtype=np.uint8).reshape(10, 2)
     p = pad_rows(x, 8)
@@ -95,7 +88,7 @@ def test_pad_rows():
 
 def test_initialize_distributed_reads_flags_then_env(monkeypatch):
     import jax
-    from speedrun import parallel
+    from speedrun.system import parallel
 
     calls = []
     monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
@@ -209,12 +202,12 @@ def _mp_worker(pid: int, port: int) -> dict:
     import jax
 
     jax.config.update("jax_num_cpu_devices", 2)
-    from speedrun import parallel
+    from speedrun.system import parallel
 
     assert parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
     import jax.numpy as jnp
 
-    from speedrun import reporting
+    from speedrun.measure import runlog
 
     P = jax.sharding.PartitionSpec
     mesh = parallel.make_mesh()
@@ -239,7 +232,7 @@ def _mp_worker(pid: int, port: int) -> dict:
                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
     g, xb = f(xs, ts, idx_r)
     return {"process_index": jax.process_index(), "process_count": jax.process_count(),
-            "device_count": jax.device_count(), "log_active": reporting.RunLog(None, "t").active,
+            "device_count": jax.device_count(), "log_active": runlog.RunLog(None, "t").active,
             "local_rows": local_rows, "idx": idx.tolist(),
             "gather_equal": bool(np.array_equal(np.asarray(xb.addressable_data(0)), x[idx])),
             "grad": np.asarray(g.addressable_data(0)).tolist()}
@@ -253,7 +246,10 @@ def _worker() -> dict:
     jax.config.update("jax_num_cpu_devices", N_DEV)
     import jax.numpy as jnp
 
-    from speedrun import data, evaluate as eval_lib, parallel, train
+    from speedrun import config, data, evaluate as eval_lib, train
+    from speedrun.data import augment
+    from speedrun.system import parallel
+    from speedrun.train.epoch import make_train_epoch
 
     out = {"devices": jax.device_count()}
     mesh8 = parallel.make_mesh()
@@ -317,13 +313,13 @@ def _worker() -> dict:
     out["shardings"] = s
     out["acc8"] = float(exp.evaluate(exp.eval_variables(st8, c8), *exp.test_batches)["acc"])
 
-    epoch1 = jax.jit(train.make_train_epoch(exp.model, exp.tx, cfg, 1, train.normalizer(), mesh=mesh1,
-                                            n_train=100), donate_argnums=0)
+    epoch1 = jax.jit(make_train_epoch(exp.model, exp.tx, cfg, config.derived(cfg, 100, 1), augment.normalizer(),
+                                      mesh=mesh1), donate_argnums=0)
     rows1 = parallel.sharded(mesh1)
     st1, c1, _, out["loss1"] = trajectory(epoch1, mesh1, parallel.put(xtr[:100], rows1),
                                           parallel.put(ytr[:100], rows1))
     batches = [jax.device_put(a, jax.devices()[0]) for a in eval_lib.batch_test_set(xte[:256], yte[:256], 128)]
-    evaluate1 = jax.jit(eval_lib.make_evaluate(exp.model.apply, train.normalizer()))
+    evaluate1 = jax.jit(eval_lib.make_evaluate(exp.model.apply, augment.normalizer()))
     out["acc1"] = float(evaluate1({**st1.ema, "constants": c1}, *batches)["acc"])
     out["n_test"] = 256
 

@@ -16,8 +16,6 @@
   settings and the measured numbers behind the thresholds).
 """
 
-import runpy
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,15 +24,17 @@ import numpy as np
 import optax
 import pytest
 
-from speedrun import augment, data, optim, train
+from speedrun import optim, train
+from speedrun.data import augment
+from speedrun.train import state as state_lib, step as step_lib
+from speedrun import config as config_lib
 from speedrun.models import get_model
 from speedrun.models.resnet20 import BasicBlock, ResNet20, option_a_shortcut, skip_dropped
 
-RECORDS = Path(__file__).resolve().parents[1] / "records"
 
 
 def record(name: str) -> ml_collections.ConfigDict:
-    return runpy.run_path(str(RECORDS / f"{name}.py"))["get_config"]()
+    return config_lib.load_record(name)
 
 
 # ------------------------------------------------------------------ numpy references
@@ -305,7 +305,9 @@ def test_stochastic_depth_post_activation_test_rule():
 # ------------------------------------------------------------------ lr schedule, optimizer
 
 def _lr(config, steps_per_epoch, counts):
-    _, sched = optim.make_optimizer(config.optimizer, steps_per_epoch)
+    derived = config_lib.derived(config, 50_000)  # the run's batch and step counts, as training gets them
+    assert derived.steps_per_epoch == steps_per_epoch
+    _, sched = optim.make_optimizer(config.optimizer, derived)
     return np.array([float(sched(jnp.asarray(c))) for c in counts])
 
 
@@ -320,7 +322,7 @@ def test_he2015_schedule_matches_the_paper():
 def test_he2015_batch_override_scales_linearly():
     c = record("resnet20_he2015")
     c.batch_size = 1024  # as --config.batch_size=1024: the optimizer follows the reference
-    assert c.optimizer.batch_size == 1024
+    assert config_lib.derived(c, 50_000).batch_size == 1024  # what the optimizer is given
     # lr 0.1·1024/128 = 0.8; milestones 32000·128/1024 = 4000, 48000·128/1024 = 6000; no warmup
     np.testing.assert_allclose(_lr(c, 48, [0, 3_999, 4_000, 5_999, 6_000, 7_871]),
                                [0.8, 0.8, 0.08, 0.08, 0.008, 0.008], rtol=1e-6)
@@ -380,7 +382,7 @@ def test_records_build_their_nets():
         assert isinstance(net, ResNet20) and (net.preact, net.stochastic_depth) == (preact, p)
         assert c.ema.enabled is False and c.label_smoothing == 0.0
         assert (c.augment.crop_padding, c.augment.crop_mode, c.augment.flip) == (4, "constant", True)
-        assert train.whitening_images_fn(c, train.normalizer())(jnp.zeros((0, 32, 32, 3), jnp.uint8)) == {}
+        assert state_lib.constants_fn(c, augment.normalizer())(jnp.zeros((0, 32, 32, 3), jnp.uint8)) == {}
 
 
 def test_train_step_passes_the_dropout_key():
@@ -394,7 +396,7 @@ def test_train_step_passes_the_dropout_key():
     for p in (0.5, 0.0):
         net = ResNet20(depth=8, width_mult=0.5, preact=True, stochastic_depth=p)
         state = train.init_state(net, tx, jax.random.key(0))
-        step = jax.jit(train.make_train_step(net, tx, c))
+        step = jax.jit(step_lib.step_fn(net, tx, c))
         results[p] = [step(state, {}, x, y, jax.random.key(k))[1]["loss"] for k in (0, 1, 0, 2, 3)]
     sd = np.asarray(results[0.5])
     assert sd[0] == sd[2] and len(set(sd.tolist())) >= 3  # key-dependent, deterministic per key
@@ -428,20 +430,12 @@ LEARN_IMAGES, LEARN_BATCH, LEARN_WIDTH, LEARN_EPOCHS = 2560, 512, 0.25, 4
 LEARN_MIN_ACC = {"resnet20_he2015": 0.13, "resnet20_stacked": 0.13}
 
 
-@pytest.fixture(scope="module")
-def sample():
-    return data.load_cifar10("sample")
-
-
 @pytest.mark.parametrize("name", ["resnet20_he2015", "resnet20_stacked"])
 def test_record_learns_on_the_subset(name, sample):
     x, y, xt, yt = sample
-    c = record(name)
-    c.model.width_mult = LEARN_WIDTH
-    c.batch_size = LEARN_BATCH
-    c.epochs = LEARN_EPOCHS
     # no lr drop inside the short run (the milestones are He's, in iterations of 128 images)
-    c.optimizer.boundaries = (10**9,)
+    c = config_lib.smoke(record(name), model__width_mult=LEARN_WIDTH, batch_size=LEARN_BATCH,
+                         epochs=LEARN_EPOCHS, optimizer__boundaries=(10**9,))
     c.optimizer.warmup_epochs = min(c.optimizer.warmup_epochs, 1.0)
     exp = train.Experiment(c, arrays=(x[:LEARN_IMAGES], y[:LEARN_IMAGES], xt, yt))
     r = exp.run(0, per_epoch_eval=False)

@@ -6,13 +6,14 @@ a log file that starts with the config, versions and device and ends with the re
 import contextlib
 import io
 import json
-import runpy
+import re
+import subprocess
 from pathlib import Path
 
 import jax
 import pytest
 
-from speedrun import train
+from speedrun import config as config_lib, train
 
 RECORD = Path(__file__).resolve().parents[1] / "records" / "94pct_26s.py"
 
@@ -32,16 +33,12 @@ MIN_ACC = 0.25
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    config = runpy.run_path(str(RECORD))["get_config"]()
-    config.data.path = "sample"
-    config.model.width_mult = WIDTH
-    config.batch_size = BATCH
-    config.epochs = EPOCHS
-    config.ema.momentum = EMA_MOMENTUM
+    config = config_lib.smoke(config_lib.load_record(RECORD), data__path="sample", model__width_mult=WIDTH,
+                              batch_size=BATCH, epochs=EPOCHS, ema__momentum=EMA_MOMENTUM)
     workdir = tmp_path_factory.mktemp("logs")
     out = io.StringIO()  # capsys is per test; this captures the one shared run's stdout
     with contextlib.redirect_stdout(out):
-        result = train.train_and_evaluate(config, workdir=str(workdir))
+        result = train.train_and_evaluate(config, workdir=str(workdir), record_file=str(RECORD))
     return config, result, out.getvalue(), workdir
 
 
@@ -86,13 +83,19 @@ def test_stdout_table_and_final_json_line(run):
     assert [int(row[0]) for row in rows] == list(range(1, EPOCHS + 1))
 
 
-def test_log_file_starts_with_config_versions_device_and_ends_with_result(run):
+def test_log_file_starts_with_commit_record_config_versions_device_and_ends_with_result(run):
     config, r, out, workdir = run
     logs = list(Path(workdir).glob("94pct_26s_*.log"))
     assert [str(p) for p in logs] == [r["log"]]
     text = logs[0].read_text()
     lines = text.strip().splitlines()
-    assert lines[0] == "# config"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=RECORD.parent, capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout: the commit and whether the tree is dirty
+        assert re.fullmatch(rf"# commit {head.stdout.strip()} \((clean|dirty: \d+ files changed)\)", lines[0])
+    else:
+        assert lines[0] == "# commit not a git checkout"
+    assert RECORD.read_text().strip() in text  # the record file's full text, as pinned
+    assert "# config (resolved)" in lines
     assert str(config).strip() in text  # the full config, with the overrides
     i_versions = next(i for i, line in enumerate(lines) if line.startswith("# versions "))
     i_device = next(i for i, line in enumerate(lines) if line.startswith("# device "))
@@ -102,3 +105,14 @@ def test_log_file_starts_with_config_versions_device_and_ends_with_result(run):
     assert versions["jax"] == jax.__version__
     assert r["device"] in lines[i_device]
     assert json.loads(lines[-1]) == json.loads(out.strip().splitlines()[-1])
+
+
+def test_failed_run_log_is_complete_and_ends_with_the_error(tmp_path):
+    config = config_lib.load_record(RECORD, ["data.path=sample", "batch_size=6000"])  # > 5170 images
+    with pytest.raises(config_lib.ConfigError, match="batch_size=6000 exceeds the 5170 training images"):
+        train.train_and_evaluate(config, workdir=str(tmp_path), record_file=str(RECORD))
+    (log,) = tmp_path.glob("94pct_26s_*.log")
+    lines = log.read_text().strip().splitlines()
+    assert lines[0].startswith("# commit ") and any(line.startswith("# versions ") for line in lines)
+    assert RECORD.read_text().strip() in log.read_text()
+    assert lines[-1].startswith("# error: ConfigError: batch_size=6000 exceeds")

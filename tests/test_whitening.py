@@ -6,7 +6,8 @@ from an independent float64 numpy eigendecomposition."""
 import numpy as np
 import pytest
 
-from speedrun import data, whitening
+from speedrun import data
+from speedrun.models import whitening
 
 EPS = 1e-2  # Page's eps
 
@@ -36,8 +37,8 @@ def test_patch_covariance_is_uncentred_over_n_minus_1():
 
 
 @pytest.fixture(scope="module")
-def normalised_sample():
-    x_train = data.load_cifar10("sample")[0][:10000]  # Page: the first 10000; the sample has 5170
+def normalised_sample(sample):
+    x_train = sample[0][:10000]  # Page: the first 10000; the sample has 5170
     assert len(x_train) == 5170
     mean, std = np.array(data.CIFAR10_MEAN), np.array(data.CIFAR10_STD)
     return ((x_train - mean) / std).astype(np.float32)

@@ -9,7 +9,7 @@ Layout, NHWC, widths at ``width_mult=1``::
 
     whiten   frozen conv2x2 3->24, no padding (31x31 out), trainable bias; the filters are the
              12 patch-whitening filters W = V/sqrt(Λ+eps) and their negatives, cat(W, -W)
-             (``constants``, from speedrun.whitening); GELU
+             (``constants``, from speedrun.models.whitening); GELU
     group1   conv3x3 24->64, maxpool2, BN, GELU, conv3x3 64->64, BN, GELU        (15x15)
     group2   conv3x3 64->256, maxpool2, BN, GELU, conv3x3 256->256, BN, GELU     (7x7)
     group3   conv3x3 256->256, maxpool2, BN, GELU, conv3x3 256->256, BN, GELU    (3x3)
@@ -18,7 +18,7 @@ Layout, NHWC, widths at ``width_mult=1``::
 
 BN: ordinary batch norm over the (per-device) batch, eps 1e-12, running-stat momentum 0.6 in Flax's
 sense (PyTorch ``momentum=0.4``), scale frozen at 1, bias trainable (a
-:class:`~speedrun.layers.GhostBatchNorm` without ghost batches). GELU is the exact (erf) form, as
+:class:`~speedrun.models.layers.GhostBatchNorm` without ghost batches). GELU is the exact (erf) form, as
 PyTorch's ``nn.GELU()``. The 3×3 convs have no bias, PyTorch's default init, and then the first
 ``min(c_in, c_out)`` output filters set to the identity (``torch.nn.init.dirac_`` on
 ``weight[:c_in]``), an implicit residual: see :func:`dirac_init`.
@@ -38,13 +38,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from speedrun.layers import GhostBatchNorm, gelu_exact, torch_default_init
+from speedrun.models.layers import GhostBatchNorm, gelu_exact, torch_default_init
 from speedrun.models.resnet9 import scaled
 
 
 def dirac_init(base: nn.initializers.Initializer | None = None) -> nn.initializers.Initializer:
     """An HWIO conv-kernel initializer: ``base`` (default PyTorch's, see
-    :func:`speedrun.layers.torch_default_init`), then output filters ``o < min(c_in, c_out)`` set to
+    :func:`speedrun.models.layers.torch_default_init`), then output filters ``o < min(c_in, c_out)`` set to
     the identity map: ``kernel[:, :, :, o] = 0`` except ``kernel[kh//2, kw//2, o, o] = 1``.
 
     With "same" padding the conv's output channel ``o`` then equals input channel ``o`` at every
@@ -103,7 +103,7 @@ class AirbenchNet(nn.Module):
         ``group{1,2,3}_bn{1,2}/bias``; ``head/kernel`` ``(width3, num_classes)``; float32.
       ``batch_stats``: BN running ``mean``/``var``; float32.
       ``constants``: ``whiten_kernel`` ``(k, k, 3, k·k·3)`` float32, the frozen whitening filters
-        V/sqrt(Λ+eps) of :func:`speedrun.whitening.whitening_kernel`; ``init`` fills it with zeros.
+        V/sqrt(Λ+eps) of :func:`speedrun.models.whitening.whitening_kernel`; ``init`` fills it with zeros.
         The conv uses them and their negatives, ``(k, k, 3, 2·k·k·3)``.
 
     Attributes:

@@ -5,14 +5,14 @@ accuracy with TTA in 26 s on one V100), network ``input_whitening_net``.
 
 Layout, NHWC, widths at ``width_mult=1``::
 
-    whiten   frozen conv3x3 3->27 (padding 1, no bias; filters from speedrun.whitening)
+    whiten   frozen conv3x3 3->27 (padding 1, no bias; filters from speedrun.models.whitening)
     prep     conv1x1 27->64, BN, CELU
     layer1   conv3x3 64->128, maxpool2, BN, CELU; + residual(conv3x3-BN-CELU x2 at 128)
     layer2   conv3x3 128->256, maxpool2, BN, CELU
     layer3   conv3x3 256->512, maxpool2, BN, CELU; + residual(conv3x3-BN-CELU x2 at 512)
     head     maxpool4, linear 512->10 (no bias), logits * 1/16
 
-Every BN is a :class:`~speedrun.layers.GhostBatchNorm` (groups of 32, eps 1e-5, Flax momentum 0.9
+Every BN is a :class:`~speedrun.models.layers.GhostBatchNorm` (groups of 32, eps 1e-5, Flax momentum 0.9
 = PyTorch 0.1, scale frozen at 1, bias trainable); CELU has alpha 0.3; convs have no bias and
 PyTorch's default init.
 
@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from speedrun.layers import GhostBatchNorm, torch_default_init
+from speedrun.models.layers import GhostBatchNorm, torch_default_init
 
 
 def scaled(channels: int, width_mult: float) -> int:
@@ -56,7 +56,7 @@ class ResNet9(nn.Module):
       ``params``: convs and linear (``kernel``), BN ``bias``; float32.
       ``batch_stats``: BN running ``mean``/``var``; float32.
       ``constants``: ``whiten/kernel`` ``(3, 3, 3, 27)`` float32, the frozen whitening filters;
-        ``init`` fills it with zeros: replace it with :func:`speedrun.whitening.whitening_kernel`.
+        ``init`` fills it with zeros: replace it with :func:`speedrun.models.whitening.whitening_kernel`.
 
     Attributes:
       width_mult: scales every channel count except the 27 whitening channels (small CPU runs).

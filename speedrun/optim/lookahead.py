@@ -16,7 +16,7 @@ taken so far (1 after the first step), ``T`` the run's total steps and ``S`` the
   steps taken since the last update are discarded. The net at the end of training is the average.
 
 In :class:`speedrun.train.TrainState` the average lives in the ``ema`` field (the evaluated model),
-as an alternative to Page's EMA (:mod:`speedrun.ema`), which never writes back into the net.
+as an alternative to Page's EMA (:mod:`speedrun.optim.ema`), which never writes back into the net.
 """
 
 from __future__ import annotations

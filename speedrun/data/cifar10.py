@@ -13,23 +13,24 @@ Every loader returns ``(x_train, y_train, x_test, y_test)`` with images
 ``(N, 32, 32, 3) uint8`` (NHWC) and labels ``(N,) int32``. Nothing here ever
 falls back to random data: a missing or damaged dataset raises
 :class:`DataError` with a message naming the problem and the fix.
+
+This module finds the data (path resolution, md5-checked download, the bundled
+sample, TFDS); reading and verifying the archive, batches folder and npz cache
+is :mod:`speedrun.data.archive`.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
-import pickle
-import tarfile
-import tempfile
-import warnings
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
+
+from speedrun.data.archive import NUM_CLASSES, TRAIN_FILES  # noqa: F401 (re-exported)
+from speedrun.data.archive import (ARCHIVE_NAME, CACHE_NAME, FOLDER_NAME, TEST_FILE, DataError, _check,
+                                   _read_archive, _read_folder, _read_npz, _write_cache)
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -41,24 +42,12 @@ SAMPLE_SHA256 = "015577e57352f2a1285c646defaad2aea01e109a0a037bfa59c46c6d3214d35
 CIFAR10_MEAN = (125.31, 122.95, 113.87)
 CIFAR10_STD = (62.99, 62.09, 66.70)
 
-ARCHIVE_NAME = "cifar-10-python.tar.gz"
-FOLDER_NAME = "cifar-10-batches-py"
-CACHE_NAME = "cifar10.npz"
-TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_FILE = "test_batch"
-NUM_CLASSES = 10
-_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _ACCEPTED = (
     "accepted values: 'sample' (bundled subset), a cifar-10-python.tar.gz archive, "
     "a cifar-10-batches-py folder or a folder containing it or the archive, "
     "a cifar10.npz cache written by this loader, 'tfds:DIR', or None/'' "
     "for $SPEEDRUN_DATA or the default cache folder (downloads if empty)"
 )
-
-
-class DataError(RuntimeError):
-    """CIFAR-10 could not be obtained: failed download, bad checksum, corrupt
-    or malformed file. The message says what went wrong and how to fix it."""
 
 
 class DataNotFoundError(DataError, FileNotFoundError):
@@ -205,103 +194,7 @@ def _download(d: Path, url: str, md5: str) -> Path:
     return Path(fname)
 
 
-# ---------------------------------------------------------------- reading
-
-class _NumpyUnpickler(pickle.Unpickler):
-    """Unpickler that only builds numpy arrays, so a bad file cannot run code."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in pickle")
-        return super().find_class(module, name)
-
-
-def _decode_batch(raw: bytes, name: str):
-    """Decode one batch pickle into ``(N, 32, 32, 3) uint8`` and ``(N,) int32``."""
-    fix = f"delete {name!r} (and any {CACHE_NAME}) and re-download/re-extract it"
-    try:
-        d = _NumpyUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except Exception as e:  # UnpicklingError, EOFError, ValueError, ...
-        raise DataError(f"corrupt CIFAR-10 pickle {name!r} ({type(e).__name__}: {e}); {fix}.") from e
-    if not isinstance(d, dict):
-        raise DataError(f"CIFAR-10 pickle {name!r} is not a dict; {fix}.")
-    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-    if "data" not in d or "labels" not in d:
-        raise DataError(f"CIFAR-10 pickle {name!r} lacks 'data'/'labels' (keys {sorted(d)}); {fix}.")
-    data = d["data"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        shape = getattr(data, "shape", None)
-        dtype = getattr(data, "dtype", type(data).__name__)
-        raise DataError(f"CIFAR-10 pickle {name!r}: 'data' is {shape} {dtype}, expected (N, 3072) uint8; {fix}.")
-    try:
-        labels = np.asarray(d["labels"], dtype=np.int64)
-    except (TypeError, ValueError) as e:
-        raise DataError(f"CIFAR-10 pickle {name!r}: labels are not integers ({e}); {fix}.") from e
-    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return _check(np.ascontiguousarray(images), labels, name, fix)
-
-
-def _check(images, labels, name: str, fix: str):
-    labels = np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
-        raise DataError(f"{name!r}: images are {images.shape} {images.dtype}, expected (N, 32, 32, 3) uint8; {fix}.")
-    if labels.ndim != 1 or len(labels) != len(images) or labels.dtype.kind not in "iu":
-        raise DataError(f"{name!r}: labels are {labels.shape} {labels.dtype} for {len(images)} images; {fix}.")
-    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise DataError(f"{name!r}: labels span {labels.min()}..{labels.max()}, expected 0..9; {fix}.")
-    return images, labels.astype(np.int32)
-
-
-def _join(batches, test):
-    x_train = np.concatenate([b[0] for b in batches])
-    y_train = np.concatenate([b[1] for b in batches])
-    return x_train, y_train, test[0], test[1]
-
-
-def _read_folder(d: Path):
-    batches = []
-    for fname in (*TRAIN_FILES, TEST_FILE):
-        f = d / fname
-        if not f.is_file():
-            raise DataError(f"CIFAR-10 folder {str(d)!r} lacks {fname}; re-extract {ARCHIVE_NAME} there.")
-        batches.append(_decode_batch(f.read_bytes(), str(f)))
-    return _join(batches[:-1], batches[-1])
-
-
-def _read_archive(src, label: str | None = None):
-    """Read the batches from a .tar.gz given as a path or a binary file object."""
-    label = label or str(src)
-    wanted = (*TRAIN_FILES, TEST_FILE)
-    found = {}
-    try:
-        tar = tarfile.open(src if isinstance(src, Path) else None, "r:*",
-                           fileobj=None if isinstance(src, Path) else src)
-        with tar:
-            for member in tar:  # stream order: one pass over the gzip data
-                base = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and base in wanted and base not in found:
-                    raw = tar.extractfile(member).read()
-                    found[base] = _decode_batch(raw, f"{label}:{member.name}")
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise DataError(
-            f"truncated or corrupt archive {label!r} ({type(e).__name__}: {e}); "
-            f"delete it and download {ARCHIVE_NAME} again."
-        ) from e
-    missing = [w for w in wanted if w not in found]
-    if missing:
-        raise DataError(f"archive {label!r} lacks {', '.join(missing)}; delete it and download {ARCHIVE_NAME} again.")
-    return _join([found[f] for f in TRAIN_FILES], found[TEST_FILE])
-
+# ---------------------------------------------------------------- sample and TFDS
 
 def _load_sample():
     if not SAMPLE_ARCHIVE.is_file():
@@ -314,36 +207,6 @@ def _load_sample():
             f"{SAMPLE_SHA256}; restore it (git checkout / reinstall speedrun)."
         )
     return _read_archive(io.BytesIO(raw), label=str(SAMPLE_ARCHIVE))
-
-
-def _read_npz(p: Path):
-    fix = f"delete {str(p)!r} so it is rebuilt from the archive"
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            x_train, y_train, x_test, y_test = (z[k] for k in _KEYS)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise DataError(f"corrupt CIFAR-10 cache {str(p)!r} ({type(e).__name__}: {e}); {fix}.") from e
-    x_train, y_train = _check(x_train, y_train, f"{p}:train", fix)
-    x_test, y_test = _check(x_test, y_test, f"{p}:test", fix)
-    return x_train, y_train, x_test, y_test
-
-
-def _write_cache(cache: Path, arrays) -> None:
-    """Write the npz cache atomically (temp file + os.replace); warn on failure."""
-    tmp = None
-    try:
-        with tempfile.NamedTemporaryFile(dir=cache.parent, prefix=".cifar10-", suffix=".npz.tmp",
-                                         delete=False) as f:
-            tmp = f.name
-            np.savez(f, **dict(zip(_KEYS, arrays)))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, cache)
-        tmp = None
-    except OSError as e:
-        warnings.warn(f"could not write CIFAR-10 cache {str(cache)!r} ({e}); continuing without it.")
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _load_tfds(data_dir: str):

@@ -1,8 +1,9 @@
-"""Records table and accuracy-versus-time plot from ``bench`` results: ``./run.sh report [folder]``.
+"""Records table and accuracy-versus-time plot from ``bench`` results: :func:`run`, or
+``./run.sh report [folder]``.
 
-Reads every ``*.jsonl`` file under the folder (default ``benchmarks/results``; written by
-``./run.sh bench``, :mod:`speedrun.bench`: one ``"kind": "run"`` line per seed with its epoch
-history, then one ``"kind": "summary"`` line), prints the records table in markdown — the README's —
+Reads every ``*.jsonl`` file under the folder (default ``logs/bench``, where ``./run.sh bench``
+writes; the committed GPU results are in ``benchmarks/results``; :mod:`speedrun.measure.bench`:
+one ``"kind": "run"`` line per seed with its epoch history, then one ``"kind": "summary"`` line), prints the records table in markdown — the README's —
 and writes it to ``{folder}/records_table.md``, and draws ``{folder}/accuracy_vs_time.png``: test
 accuracy versus timed training seconds for every record and run (each run's final TTA accuracy as a
 dot, its per-epoch accuracies as a thin line), with the sources' published points marked as stars
@@ -12,13 +13,11 @@ only within one device.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from speedrun import stats
+from speedrun.measure import stats
 
 #: Published (accuracy, time) points of the sources, as their authors report them.
 PUBLISHED: list[dict[str, Any]] = [
@@ -166,26 +165,24 @@ def plot(runs: Sequence[dict[str, Any]], path: str | Path, published: Sequence[d
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m speedrun.report [folder] [--table FILE] [--plot FILE]``."""
-    p = argparse.ArgumentParser(description="Records table (markdown) and accuracy-vs-time plot from bench results.")
-    p.add_argument("folder", nargs="?", default="benchmarks/results", help="folder of bench *.jsonl files")
-    p.add_argument("--table", help="markdown output (default FOLDER/records_table.md)")
-    p.add_argument("--plot", help="PNG output (default FOLDER/accuracy_vs_time.png)")
-    args = p.parse_args(argv)
-    try:
-        runs, summaries = load_results(args.folder)
-    except ValueError as err:
-        print(f"report: {err}", file=sys.stderr)
-        return 2
-    table = records_table(summaries)
-    print(table)
-    table_path = Path(args.table or Path(args.folder) / "records_table.md")
-    table_path.write_text(table + "\n")
-    plot_path = plot(runs, args.plot or Path(args.folder) / "accuracy_vs_time.png")
-    print(f"# wrote {table_path} and {plot_path} ({len(summaries)} summaries, {len(runs)} runs)")
-    return 0
+def run(folder: str | Path = "logs/bench", table: str | Path | None = None, plot_path: str | Path | None = None,
+        log=print) -> dict[str, Any]:
+    """Read the bench results under ``folder``, print the records table, write it (default
+    ``{folder}/records_table.md``) and the plot (default ``{folder}/accuracy_vs_time.png``).
 
+    Returns:
+      ``{"table": markdown str, "table_path": Path, "plot_path": Path, "runs": int, "summaries": int}``.
 
-if __name__ == "__main__":
-    sys.exit(main())
+    Raises:
+      ValueError: see :func:`load_results`.
+    """
+    runs, summaries = load_results(folder)
+    text = records_table(summaries)
+    table_path = Path(table or Path(folder) / "records_table.md")
+    table_path.write_text(text + "\n")
+    png = plot(runs, plot_path or Path(folder) / "accuracy_vs_time.png")
+    if log:
+        log(text)
+        log(f"# wrote {table_path} and {png} ({len(summaries)} summaries, {len(runs)} runs)")
+    return {"table": text, "table_path": table_path, "plot_path": png, "runs": len(runs),
+            "summaries": len(summaries)}

@@ -1,8 +1,9 @@
 """Run output: the per-epoch table, the final JSON result line and the log file.
 
-Format follows the record logs of modded-nanogpt and Page's cifar10-fast: the log starts with the
-full config, the library versions and the device, then the per-epoch table, and ends with the
-result. Only process 0 of a multi-host run prints or writes.
+Format follows the record logs of modded-nanogpt: the log opens with what reproduces the run — the
+git commit and whether the tree was dirty, the record file's full text, the resolved config, the
+versions of python and the libraries, the devices — then the per-epoch table, and closes with the
+result (or, for a failed run, its error). Only process 0 of a multi-host run prints or writes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +38,21 @@ def device_description() -> str:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         kind = f"cpu ({model}, {cores} cores)"
     return f"{kind} x{len(devices)}"
+
+
+def git_state(folder: str | os.PathLike | None = None) -> str:
+    """``"<commit> (clean)"``, ``"<commit> (dirty: N files changed)"`` for the git checkout that
+    holds ``folder`` (default: this package's), or ``"not a git checkout"``."""
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parent
+    try:
+        def git(*args):
+            return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True,
+                                  timeout=10, check=True).stdout
+        commit = git("rev-parse", "HEAD").strip()
+        changed = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
+    except (OSError, subprocess.SubprocessError):
+        return "not a git checkout"
+    return f"{commit} (clean)" if not changed else f"{commit} (dirty: {len(changed)} files changed)"
 
 
 def versions() -> dict[str, str]:
@@ -68,18 +85,26 @@ class RunLog:
             Path(workdir).mkdir(parents=True, exist_ok=True)
             self.path = Path(workdir) / f"{name}_{stamp}.log"
 
-    def write(self, text: str = "") -> None:
-        """Print ``text`` and append it (with a newline) to the log file."""
+    def write(self, text: str = "", echo: bool = True) -> None:
+        """Append ``text`` (with a newline) to the log file, and print it unless ``echo`` is off."""
         if not self.active:
             return
-        print(text, flush=True)
+        if echo:
+            print(text, flush=True)
         if self.path is not None:
             with open(self.path, "a") as f:
                 f.write(text + "\n")
 
-    def header(self, config: Any) -> None:
-        """Write the config, the versions and the device at the top of the log."""
-        self.write(f"# config\n{config}")
+    def header(self, config: Any, record_file: str | os.PathLike | None = None) -> None:
+        """Write what reproduces the run at the top of the log: the git commit (and whether the
+        tree is dirty), the text of ``record_file`` (the record as pinned, before overrides), the
+        resolved config, the versions and the devices."""
+        self.write(f"# commit {git_state()}")
+        self.write(f"# command {' '.join(sys.argv)}")
+        if record_file is not None:
+            self.write(f"# record file {record_file} (its text is in the log file)")
+            self.write(Path(record_file).read_text().rstrip(), echo=False)
+        self.write(f"# config (resolved)\n{config}")
         self.write("# versions " + json.dumps(versions()))
         self.write(f"# device {device_description()}  backend={jax.default_backend()}  "
                    f"processes={jax.process_count()}")

@@ -31,11 +31,11 @@ class GhostBatchNorm(nn.Module):
     sense, so PyTorch's momentum 0.1 is ``momentum=0.9`` here.
     Evaluation uses the running statistics, whatever the batch size.
 
-    Data parallelism (:mod:`speedrun.parallel`): each device normalises the groups of its own share
+    Data parallelism (:mod:`speedrun.system.parallel`): each device normalises the groups of its own share
     of the global batch, so a group never spans devices (the per-device batch must be a multiple
-    of ``ghost_batch_size``; :func:`speedrun.parallel.per_device_batch` says so before compiling),
+    of ``ghost_batch_size``; :func:`speedrun.system.parallel.per_device_batch` says so before compiling),
     and with that the groups are the same for any device count. The running statistics this layer
-    returns are the device's own; the data-parallel train step (:func:`speedrun.train.make_train_step`
+    returns are the device's own; the data-parallel train step (:func:`speedrun.train.step.train_step`
     with ``axis_name``) ``lax.pmean``-s them over the devices, which, every device holding the same
     number of groups, gives exactly the mean over all groups of the global batch — the one-device
     value — and keeps them identical on every replica. With ``ghost_batch_size=None`` each device

@@ -1,0 +1,3 @@
+"""Measuring like a record keeper: ``flops`` (FLOPs from the jaxpr), ``stats`` (confidence
+intervals, time to target), ``mfu`` (matmul rate, datasheet peaks, compile counting), ``bench`` (N
+seeds compiled once), ``report`` (records table and plots), ``runlog`` (the run's log file)."""

@@ -1,0 +1,123 @@
+"""One epoch as one compiled program: shuffle, gather, augment and ``lax.scan`` the step over the
+batches, data-parallel over the mesh (Page's and airbench's single-graph epoch; the host only loops
+over epochs)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from speedrun.config import Derived
+from speedrun.data import augment as augment_lib
+from speedrun.system import parallel, precision
+from speedrun.train.step import step_fn
+
+#: fold_in constant deriving a step's ``"dropout"`` key from its batch key (never an example position)
+DROPOUT_FOLD = 2**31 - 1
+
+
+def scan_unroll(setting: int, steps_per_epoch: int, backend: str | None = None) -> int:
+    """How many steps of the epoch's ``lax.scan`` to unroll: ``setting`` when positive; ``0`` means
+    automatic: 1 (a real loop) on GPU/TPU, the whole epoch on the CPU backend, where XLA runs the
+    convolutions of a while-loop body far slower than the same ops outside one (README, CPU notes)."""
+    if setting > 0:
+        return setting
+    backend = backend or jax.default_backend()
+    return steps_per_epoch if backend == "cpu" else 1
+
+
+def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Derived, normalize,
+                     mesh: jax.sharding.Mesh | None = None) -> Callable[..., Any]:
+    """``epoch(state, constants, x_train, y_train, key, epoch) -> (state, metrics)``: a
+    ``jax.shard_map`` over ``mesh`` (default: every device; jit it) whose replicas each run
+    :func:`speedrun.train.step.train_step` on their share of every global batch.
+
+    Args of the returned function (shardings on ``mesh``): ``state`` (:class:`TrainState`) and
+    ``constants`` (the model's whitening filters), replicated; ``x_train (N, 32, 32, 3) uint8`` and
+    ``y_train (N,) int32``, rows sharded along ``data`` (``N`` padded to a multiple of the device
+    count, :func:`speedrun.system.parallel.pad_rows`; rows past ``derived.n_train`` are never
+    drawn); ``key``, this epoch's PRNG key, and ``epoch``, the int32 0-based epoch index (traced, so
+    alternating flips never recompile), replicated.
+
+    Shuffles ``range(n_train)`` with ``key`` (the same permutation on every device), keeps the first
+    ``steps_per_epoch * batch_size`` indices (the last partial batch is dropped) and scans the step
+    over the batches; each device gathers its share of the global batch, normalises it and augments
+    each example with its own key (its position in the global batch folded in, so neither replicas
+    nor device counts share or change draws). Past ``derived.total_steps`` (airbench94's 9.9 epochs)
+    a step is skipped (``lax.cond``: state unchanged) and left out of the metrics. With lookahead the
+    net is set to the average at the end of every epoch (airbench's ``update(net, decay=1.0)``).
+
+    Returns the replicated state and the epoch's metrics, float32 scalars: mean training ``loss`` and
+    ``acc`` over its steps; under float16 also ``skipped`` and ``loss_scale``.
+
+    Raises:
+      ValueError: random and alternating flips both on, EMA and lookahead both on.
+    """
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    axis, b = parallel.DATA_AXIS, derived.batch_size
+    steps, total = derived.steps_per_epoch, derived.total_steps
+    step = step_fn(model, tx, config, steps, total, axis_name=axis)
+    if total < config.epochs * steps:  # the last epoch stops early (airbench94's 9.9 epochs)
+        step = _limited(step, total)
+    augment = augment_lib.make_augment(config.augment)
+    unroll = scan_unroll(config.scan_unroll, steps)
+    la = config.get("lookahead")
+    reset_to_average = la is not None and la.enabled
+
+    def epoch(state, constants, x_train, y_train, key, epoch):
+        k_perm, k_aug = jax.random.split(key)
+        idx = jax.random.permutation(k_perm, derived.n_train)[: steps * b].reshape(steps, b)
+        base_flip = augment_lib.fixed_flip_mask(state.run_key, derived.n_train) if augment.alternating else None
+
+        def body(state, inputs):
+            batch_idx, k = inputs  # (B,) dataset indices of the global batch; the step's key
+            x_u8, y, i = parallel.gather_batch((x_train, y_train), batch_idx, axis)  # this device's share
+            x = augment(normalize(x_u8), parallel.example_keys(k, derived.batch_per_device, axis),
+                        None if base_flip is None else base_flip[i], epoch)
+            return step(state, constants, x, y, jax.random.fold_in(k, DROPOUT_FOLD))
+
+        state, metrics = jax.lax.scan(body, state, (idx, jax.random.split(k_aug, steps)), unroll=unroll)
+        if reset_to_average:
+            state = state.replace(params=jax.tree.map(jnp.copy, state.ema["params"]),
+                                  batch_stats=jax.tree.map(jnp.copy, state.ema["batch_stats"]))
+        return state, summarize_active(metrics)
+
+    rep, rows = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(axis)
+    return jax.shard_map(epoch, mesh=mesh, in_specs=(rep, rep, rows, rows, rep, rep), out_specs=(rep, rep))
+
+
+def _limited(step: Callable, total_steps: int) -> Callable:
+    """``step`` that leaves the state unchanged once ``state.step`` reaches ``total_steps``
+    (``lax.cond``: no compute on GPU) and marks its metrics ``active``."""
+
+    def skip(state, *args):
+        zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(step, state, *args)[1])
+        if "loss_scale" in zeros:
+            zeros["loss_scale"] = state.loss_scale.scale
+        return state, zeros
+
+    def limited(state, *args):
+        active = state.step < total_steps
+        state, metrics = jax.lax.cond(active, step, skip, state, *args)
+        return state, {**metrics, "active": active}
+
+    return limited
+
+
+def summarize_active(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """:func:`speedrun.system.precision.summarize_steps` over the steps marked ``metrics["active"]``
+    (all steps when there is no such entry); skipped-past-the-end steps are not float16 skips."""
+    metrics = dict(metrics)
+    active = metrics.pop("active", None)
+    if active is None:
+        return precision.summarize_steps(metrics)
+    if "finite" in metrics:
+        metrics["finite"] = metrics["finite"] & active
+        out = precision.summarize_steps(metrics)
+        out["skipped"] = out["skipped"] - jnp.sum(~active).astype(jnp.float32)
+        return out
+    w = active.astype(jnp.float32)
+    return jax.tree.map(lambda m: jnp.sum(jnp.where(active, m, 0.0)) / jnp.sum(w), metrics)

@@ -1,0 +1,255 @@
+"""A record compiled once for its data shapes and trained for any number of seeds.
+
+Every jitted function is compiled ahead of time (``jit(...).lower(...).compile()``) before the
+clock starts; the clock covers what Page's and airbench's timers cover — the whitening filters, the
+training epochs and the final TTA evaluation — and stops after ``block_until_ready``; per-epoch
+evaluation is paused out of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from speedrun import config as config_lib, evaluate as eval_lib, optim
+from speedrun.data import augment, cifar10
+from speedrun.measure import flops, runlog
+from speedrun.models import get_model
+from speedrun.system import parallel, precision
+from speedrun.train.epoch import make_train_epoch
+from speedrun.train.state import TrainState, constants_fn, init_state
+
+TABLE_COLUMNS = [("epoch", "d"), ("train_loss", ".4f"), ("train_acc", ".4f"), ("test_acc", ".4f"),
+                 ("tta_acc", ".4f"), ("elapsed_s", ".2f")]
+
+
+def _compile(fn, *args, donate=(), in_shardings=None, out_shardings=None):
+    t0 = time.perf_counter()
+    kw = {k: v for k, v in (("in_shardings", in_shardings), ("out_shardings", out_shardings)) if v is not None}
+    compiled = jax.jit(fn, donate_argnums=donate, **kw).lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+class Experiment:
+    """A record compiled once for its data shapes; :meth:`run` trains it for any seed.
+
+    Construction loads the data (or takes ``arrays``), derives the step counts once
+    (:func:`speedrun.config.derived`), puts the data on the devices once as uint8 (training rows
+    sharded along the mesh axis ``data``, padded to a multiple of the device count; whitening images
+    replicated; test batches sharded along their batch dimension), builds model and optimizer under
+    the precision policy, and compiles init, whitening, epoch and evaluation ahead of time
+    (``compile_times``, seconds). :meth:`run` reuses the executables: a new seed does not recompile.
+
+    Args:
+      config: a record config (``records/``).
+      arrays: ``(x_train, y_train, x_test, y_test)`` as from :func:`speedrun.data.load_cifar10`
+        (images ``(N, 32, 32, 3) uint8``, labels ``(N,) int32``); default: load ``config.data.path``.
+        In a multi-host run every process passes the same arrays and transfers only its rows.
+      mesh: the 1-D ``data`` mesh (default :func:`speedrun.system.parallel.make_mesh`: every device).
+
+    Attributes: ``derived`` (:class:`speedrun.config.Derived`), ``steps_per_epoch``, ``mesh``,
+    ``num_devices``, ``policy``, ``model``, ``tx``, ``lr_schedule``, ``compile_time_s``,
+    ``flops_per_image_forward``, the compiled ``init``, ``whiten``, ``epoch``, ``evaluate``, and after
+    a run ``last_state`` and ``last_constants`` (its final :class:`TrainState` and whitening filters).
+
+    Raises:
+      speedrun.config.ConfigError: see :func:`speedrun.config.derived`;
+      speedrun.data.DataError: from the loader.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, arrays: tuple | None = None,
+                 mesh: jax.sharding.Mesh | None = None):
+        self.config = config
+        self.mesh = parallel.make_mesh() if mesh is None else mesh
+        self.num_devices = self.mesh.size
+        x_train, y_train, x_test, y_test = arrays if arrays is not None else cifar10.load_cifar10(config.data.path)
+        self.derived = config_lib.derived(config, len(x_train), self.num_devices)
+        self.steps_per_epoch = self.derived.steps_per_epoch
+        self.dataset = cifar10.dataset_name(x_train, x_test)
+        self.n_train, self.n_test = len(x_train), len(x_test)
+        self.policy = precision.resolve(config.precision)
+        self.model = get_model(config.model, self.policy.compute_dtype)
+        self.tx, self.lr_schedule = optim.make_optimizer(config.optimizer, self.derived)
+        self.normalize = augment.normalizer(config.data.get("mean", cifar10.CIFAR10_MEAN),
+                                            config.data.get("std", cifar10.CIFAR10_STD))
+        self._put_data(x_train, y_train, x_test, y_test)
+        self._compile_all()
+        self.flops_per_image_forward = flops.forward_flops_per_image(self.model)
+
+    def _put_data(self, x_train, y_train, x_test, y_test) -> None:
+        """The data goes to the devices once, as uint8; normalisation happens on device."""
+        rep, rows = parallel.replicated(self.mesh), parallel.sharded(self.mesh)
+        self.x_train = parallel.put(parallel.pad_rows(x_train, self.num_devices), rows)
+        self.y_train = parallel.put(parallel.pad_rows(y_train, self.num_devices), rows)
+        self.x_whiten = parallel.put(x_train[: self.config.whitening.num_images], rep)
+        self.test_sharding = parallel.sharded(self.mesh, axis=1)
+        self.test_batches = [parallel.put(a, self.test_sharding) for a in
+                             eval_lib.batch_test_set(x_test, y_test, self.config.eval_batch_size)]
+
+    def _compile_all(self) -> None:
+        config, rep, rows = self.config, parallel.replicated(self.mesh), parallel.sharded(self.mesh)
+        init_fn = lambda key: init_state(self.model, self.tx, key, self.policy)  # noqa: E731
+        whiten_fn = constants_fn(config, self.normalize)
+        epoch_fn = make_train_epoch(self.model, self.tx, config, self.derived, self.normalize, mesh=self.mesh)
+        evaluate_fn = eval_lib.make_evaluate(self.model.apply, self.normalize, config.get("tta_level", 1))
+        key = parallel.replicate(jax.random.key(0), self.mesh)
+        state_shape = jax.eval_shape(init_fn, key)
+        consts_shape = jax.eval_shape(whiten_fn, self.x_whiten)
+        epoch_idx = parallel.replicate(np.int32(0), self.mesh)
+        self.init, t_i = _compile(init_fn, key, in_shardings=rep, out_shardings=rep)
+        self.whiten, t_w = _compile(whiten_fn, self.x_whiten, in_shardings=rep, out_shardings=rep)
+        self.epoch, t_e = _compile(epoch_fn, state_shape, consts_shape, self.x_train, self.y_train, key,
+                                   epoch_idx, donate=(0,), in_shardings=(rep, rep, rows, rows, rep, rep),
+                                   out_shardings=rep)
+        eval_vars = {**state_shape.ema, "constants": consts_shape}
+        self.evaluate, t_v = _compile(evaluate_fn, eval_vars, *self.test_batches,
+                                      in_shardings=(rep,) + (self.test_sharding,) * 3, out_shardings=rep)
+        self.compile_times = {"init": t_i, "whitening": t_w, "epoch": t_e, "eval": t_v}
+        self.compile_time_s = sum(self.compile_times.values())
+
+    def eval_variables(self, state: TrainState, constants: dict) -> dict:
+        """The variables that are evaluated: the EMA (or lookahead) params and batch stats, and the
+        constants."""
+        return {**state.ema, "constants": constants}
+
+    def init_run(self, seed: int) -> tuple[TrainState, Any, Any]:
+        """``(state, epoch_keys, epoch_ids)`` of a run from ``seed``: the initial state (PRNG key
+        ``split(key(seed))[0]``) and each epoch's PRNG key and int32 index, replicated."""
+        key_init, key_train = jax.random.split(jax.random.key(seed))
+        state = self.init(parallel.replicate(key_init, self.mesh))
+        epochs = range(self.config.epochs)
+        epoch_keys = parallel.replicate([jax.random.fold_in(key_train, e) for e in epochs], self.mesh)
+        epoch_ids = parallel.replicate([np.int32(e) for e in epochs], self.mesh)
+        return jax.block_until_ready((state, epoch_keys, epoch_ids))
+
+    def run(self, seed: int, log: runlog.RunLog | None = None, per_epoch_eval: bool = True,
+            start: tuple[TrainState, int] | None = None, on_epoch_end=None) -> dict[str, Any]:
+        """Train once from ``seed`` (init, shuffling, augmentation); return the result dict
+        (:meth:`result`).
+
+        Args:
+          seed: the run's PRNG seed.
+          log: receives the per-epoch table (``None``: no table).
+          per_epoch_eval: evaluate after every epoch, off the clock.
+          start: ``(state, epochs_done)`` to continue a run of ``seed`` after ``epochs_done`` epochs
+            (a checkpoint); default: from the initial state.
+          on_epoch_end: ``f(epoch, state, constants)`` called after every epoch (1-based), off the
+            clock (checkpoints).
+
+        Raises:
+          FloatingPointError: the training loss became NaN or infinite (the message names the epoch).
+        """
+        config = self.config
+        state, epoch_keys, epoch_ids = self.init_run(seed)
+        first = 0
+        if start is not None:
+            state, first = start
+        scaled = self.policy.loss_scaling  # float16: log the loss scale and the skipped steps
+        table = runlog.EpochTable(log, TABLE_COLUMNS + ([("loss_scale", ".0f"), ("skipped", ".0f")]
+                                                        if scaled else [])) if log is not None else None
+        timed, final, history = 0.0, None, []
+        t0 = time.perf_counter()
+        constants = self.whiten(self.x_whiten)
+        for e in range(first, config.epochs):
+            state, metrics = self.epoch(state, constants, self.x_train, self.y_train, epoch_keys[e], epoch_ids[e])
+            last = e == config.epochs - 1
+            if last:  # the final TTA evaluation is part of the timed run
+                final = self.evaluate(self.eval_variables(state, constants), *self.test_batches)
+            jax.block_until_ready((state, metrics, final))
+            timed += time.perf_counter() - t0
+            row = self.epoch_row(e, metrics, timed)
+            if last:
+                row.update(test_acc=float(final["acc"]), tta_acc=float(final["tta_acc"]))
+            elif per_epoch_eval:  # untimed
+                row.update(test_acc=float(self.evaluate(self.eval_variables(state, constants), *self.test_batches)["acc"]))
+            history.append(row)
+            if table is not None:
+                table.row(**row)
+            if on_epoch_end is not None:
+                on_epoch_end(e + 1, state, constants)
+            t0 = time.perf_counter()
+        self.last_state, self.last_constants = state, constants
+        return self.result(seed, timed, final, history)
+
+    def epoch_row(self, e: int, metrics: dict, timed: float) -> dict[str, Any]:
+        """The table row of 0-based epoch ``e`` from its metrics (host floats), checked.
+
+        Raises:
+          FloatingPointError: the epoch's mean training loss is not finite.
+        """
+        row = {"epoch": e + 1, "train_loss": float(metrics["loss"]), "train_acc": float(metrics["acc"]),
+               "elapsed_s": timed}
+        if not math.isfinite(row["train_loss"]):
+            raise FloatingPointError(f"training loss became {row['train_loss']} in epoch {e + 1} — lower the "
+                                     "learning rate (config.optimizer) or use --config.precision=float32")
+        if self.policy.loss_scaling:
+            row.update(loss_scale=float(metrics["loss_scale"]), skipped=float(metrics["skipped"]))
+        return row
+
+    def result(self, seed: int, timed: float, final: dict, history: list[dict]) -> dict[str, Any]:
+        """The result dict of one run (README, "What a run prints", names every field and unit)."""
+        config, d = self.config, self.derived
+        images = d.total_steps * d.batch_size
+        scaled = self.policy.loss_scaling
+        return {
+            "record": config.name, "dataset": self.dataset,
+            "train_images": int(self.n_train), "test_images": int(self.n_test),
+            "epochs": int(config.epochs), "batch_size": int(config.batch_size), "seed": int(seed),
+            "acc": round(float(final["acc"]), 5), "tta_acc": round(float(final["tta_acc"]), 5),
+            "train_time_s": round(timed, 3), "compile_time_s": round(self.compile_time_s, 3),
+            "images_per_s": round(images / timed, 1),
+            "flops_per_image_forward": int(self.flops_per_image_forward),
+            "train_flops": flops.training_flops(self.flops_per_image_forward, images),  # 3 x fwd x images
+            "steps": int(d.total_steps), "final_train_loss": round(history[-1]["train_loss"], 5),
+            "precision": self.policy.name,
+            **({"loss_scale": history[-1]["loss_scale"],
+                "skipped_steps": int(sum(r["skipped"] for r in history))} if scaled else {}),
+            "devices": int(self.num_devices), "processes": int(jax.process_count()),
+            "width_mult": float(config.model.width_mult),
+            "device": runlog.device_description(), "jax_version": jax.__version__,
+            "history": history,
+        }
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = "logs",
+                       record_file: str | None = None) -> dict[str, Any]:
+    """Train the record ``config`` once (seed ``config.seed``) and return its result dict.
+
+    Prints, and writes to ``{workdir}/{record}_{UTC timestamp}.log``, what reproduces the run
+    (:meth:`speedrun.measure.runlog.RunLog.header`: commit, the record file ``record_file``'s text,
+    the resolved config, versions, devices), the compile time, a per-epoch table and a final line of
+    JSON (README, "What a run prints"). A failed run's log ends with its error.
+
+    Args:
+      config: a record config; workdir: folder of the log (``None``: print only); record_file: the
+        record's path, for the log.
+
+    Raises:
+      speedrun.config.ConfigError, speedrun.data.DataError: see :class:`Experiment`.
+      FloatingPointError: the training loss became NaN or infinite.
+    """
+    log = runlog.RunLog(workdir, config.name)
+    log.header(config, record_file)
+    try:
+        exp = Experiment(config)
+        d = exp.derived
+        log.write(f"# data {exp.dataset}: {exp.n_train} train, {exp.n_test} test images; "
+                  f"{d.steps_per_epoch} steps of {d.batch_size} per epoch, {d.total_steps} steps")
+        log.write(f"# parallel: {exp.num_devices} devices on mesh axis '{parallel.DATA_AXIS}' "
+                  f"({d.batch_per_device} examples per device per step), {jax.process_count()} processes; "
+                  f"precision {exp.policy.name}")
+        times = ", ".join(f"{k} {v:.2f}" for k, v in exp.compile_times.items())
+        log.write(f"# compile {exp.compile_time_s:.2f} s ({times}); excluded from train_time_s")
+        result = exp.run(config.seed, log)
+    except Exception as err:
+        log.write(f"# error: {type(err).__name__}: {err}")
+        raise
+    result["log"] = str(log.path) if log.path else None
+    log.write(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    return result

@@ -1,0 +1,111 @@
+"""One training step: loss, gradient, optimizer update and model averaging of one batch.
+
+Read :func:`train_step` first: it is the whole algorithm of every record, top to bottom, as in
+airbench's loop body or flax/examples/imagenet's ``train_step``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from speedrun.optim import ema as ema_lib, lookahead as lookahead_lib
+from speedrun.system import parallel, precision
+from speedrun.train.state import TrainState
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
+    """Mean cross-entropy with label smoothing, float32 scalar, of ``logits (B, K)`` float and
+    ``labels (B,)`` int. Targets are ``(1 - ε)·onehot + ε/K`` (``optax.smooth_labels``), Page's
+    ``label_smoothing_loss(ε)``: ``(1 - ε)·NLL + ε·mean_k(-log p_k)``."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
+
+
+def train_step(state: TrainState, constants: dict, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
+               model, tx: optax.GradientTransformation, average: Callable, label_smoothing: float,
+               axis_name: str | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One step on a normalised, augmented batch ``x (B, 32, 32, 3) float32``, ``y (B,) int32``.
+
+    ``key``: the ``"dropout"`` PRNG stream (stochastic depth; other nets ignore it). ``average``:
+    :func:`averaging`. ``axis_name``: one replica of a data-parallel step inside ``jax.shard_map``
+    (:mod:`speedrun.system.parallel`): the loss, batch-norm statistics and metrics are
+    ``pmean``-ed, so the gradient is that of the global-batch mean loss and every replica applies
+    the same update; ``None``: one device. The loss is the batch mean: recipes defined on a summed
+    loss use a ``B`` times larger learning rate (:mod:`speedrun.optim`), the same update.
+
+    Float16 (``state.loss_scale`` a ``DynamicScale``): a step with non-finite gradients is skipped
+    (the state but ``loss_scale`` stays, the step counter included) and the scale halved; the
+    metrics then also hold ``finite`` (bool) and ``loss_scale`` (float32).
+
+    Returns ``(state, {"loss", "acc"})``, float32 scalars of this batch before the update.
+    """
+    rngs = {} if key is None else {"dropout": key}
+
+    def loss_fn(params):
+        variables = {"params": params, "batch_stats": state.batch_stats, "constants": constants}
+        logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
+        loss = parallel.pmean(cross_entropy(logits, y, label_smoothing), axis_name)  # global-batch mean
+        return loss, (logits, updates["batch_stats"])
+
+    loss_scale, finite, (loss, (logits, batch_stats)), grads = precision.value_and_grad(
+        loss_fn, state.params, state.loss_scale)
+    batch_stats = parallel.pmean(batch_stats, axis_name)  # identical running stats on every replica
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema, net = average(state.ema, {"params": params, "batch_stats": batch_stats}, state.step)
+    new = state.replace(step=state.step + 1, params=net["params"], batch_stats=net["batch_stats"],
+                        opt_state=opt_state, ema=ema)
+    metrics = {"loss": loss, "acc": parallel.pmean(jnp.mean(logits.argmax(-1) == y), axis_name)}
+    if loss_scale is None:
+        return new, metrics
+    new = precision.keep_if_finite(finite, new.replace(loss_scale=loss_scale), state.replace(loss_scale=loss_scale))
+    return new, {**metrics, "finite": finite, "loss_scale": loss_scale.scale}
+
+
+def averaging(config: ml_collections.ConfigDict, steps_per_epoch: int | None = None,
+              total_steps: int | None = None) -> Callable:
+    """The record's model averaging: ``average(avg, net, step) -> (avg, net)``, with ``avg`` and
+    ``net`` ``{"params", "batch_stats"}`` pytrees and ``step`` the int32 index of the step just
+    taken (0 for the first).
+
+    - ``config.ema.enabled``: Page's EMA (:func:`speedrun.optim.ema.ema_update`), the net unchanged;
+    - ``config.lookahead.enabled``: airbench's lookahead (:func:`speedrun.optim.lookahead.update`
+      with ``count = step + 1``), which writes the average back into the net on update steps;
+    - neither: the average is the net.
+
+    Raises:
+      ValueError: both enabled (both write the evaluated model), or lookahead without
+        ``steps_per_epoch`` and ``total_steps``.
+    """
+    use_ema, la = config.ema.enabled, config.get("lookahead")
+    if use_ema and la is not None and la.enabled:
+        raise ValueError("config.ema.enabled and config.lookahead.enabled are exclusive (both write the "
+                         "evaluated model) — disable one, e.g. --config.ema.enabled=False")
+    if use_ema:
+        return lambda avg, net, step: (
+            ema_lib.ema_update(avg, net, step, config.ema.momentum, config.ema.every), net)
+    if la is not None and la.enabled:
+        if steps_per_epoch is None or total_steps is None:
+            raise ValueError("lookahead needs steps_per_epoch and total_steps (speedrun.config.derived)")
+        return lambda avg, net, step: lookahead_lib.update(
+            avg, net, step + 1, steps_per_epoch, total_steps, la.every, la.decay_base, la.decay_pow,
+            la.start_epoch)
+    return lambda avg, net, step: (net, net)
+
+
+def step_fn(model, tx, config: ml_collections.ConfigDict, steps_per_epoch: int | None = None,
+            total_steps: int | None = None, axis_name: str | None = None) -> Callable[..., Any]:
+    """:func:`train_step` with the record's model, optimizer, averaging and label smoothing bound:
+    ``step(state, constants, x, y, key=None) -> (state, metrics)``."""
+    average = averaging(config, steps_per_epoch, total_steps)
+
+    def step(state, constants, x, y, key=None):
+        return train_step(state, constants, x, y, key, model=model, tx=tx, average=average,
+                          label_smoothing=config.label_smoothing, axis_name=axis_name)
+
+    return step
