@@ -4,20 +4,23 @@
 #   ./run.sh test [pytest args]                                         run the test suite
 #   ./run.sh bench records/NAME.py [--runs N] [--config.KEY=VALUE ...]  N seeds, compiled once: stats
 #   ./run.sh report [FOLDER]                                            bench results -> table + plot
+#   ./run.sh eval DIR [--tta_level N]                                   test accuracy of a checkpoint
 #   ./run.sh COMMAND --help                                             a command's flags
+# A failure prints one line, speedrun: error: <what> — <fix>; --debug (or SPEEDRUN_DEBUG=1) adds the traceback.
 # Creates (or reuses) a virtual environment in .venv with the package and its test and report extras.
 # SPEEDRUN_PYTHON_BIN=python3.12 makes the venv with that interpreter (default python3).
 # SPEEDRUN_PYTHON=/path/to/python uses that interpreter as it is instead (e.g. a GPU image that
 # already has jax with CUDA): nothing is installed, the checkout is put on PYTHONPATH.
 set -euo pipefail
+export SPEEDRUN_PROG="${SPEEDRUN_PROG:-$0}"  # how the user called this script: the CLI's hints name it
 cd "$(dirname "$0")"
 
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 if [[ $# -lt 1 ]]; then usage; exit 2; fi
 case "$1" in -h|--help|help) usage; exit 0 ;; esac
 for a in "$@"; do  # a command's --help needs nothing installed (the CLI's parser is stdlib only)
   if [[ "$a" == "-h" || "$a" == "--help" ]] && [[ "$1" != "test" ]]; then
-    case "$1" in train|bench|report) ;; *) set -- train "$@" ;; esac
+    case "$1" in train|bench|report|eval) ;; *) set -- train "$@" ;; esac
     PYTHONPATH="$PWD" exec "${SPEEDRUN_PYTHON:-python3}" -m speedrun.cli "$@"
   fi
 done
@@ -48,7 +51,7 @@ case "$1" in
     shift
     exec "$PY" -m pytest "$@"
     ;;
-  train|bench|report)
+  train|bench|report|eval)
     exec "$PY" -m speedrun.cli "$@"
     ;;
   *)

@@ -52,8 +52,8 @@ CALIBRATION_CALLS = 5
 
 def small_config(record_path: str | Path, small: dict[str, Any] = SMALL):
     """The record's config shrunk to :data:`SMALL` by :func:`speedrun.config.smoke` (the one shrink
-    recipe: whole last epoch, at least one warmup step, whitening on at most ``whitening_images``),
-    keeping the record's own precision policy. Timing depends on none of these choices but the
+    recipe: whole last epoch, at least one warmup step, whitening on at most ``whitening_images``;
+    the record's own precision policy). Timing depends on none of these choices but the
     shapes: the epochs' arithmetic is the record's own.
 
     Raises:
@@ -64,7 +64,7 @@ def small_config(record_path: str | Path, small: dict[str, Any] = SMALL):
     cfg = config_lib.load_record(record_path)
     return config_lib.smoke(cfg, n_train=small["train_images"], epochs=small["epochs"], batch_size=small["batch_size"],
                             eval_batch_size=small["eval_batch_size"], model__width_mult=small["width_mult"],
-                            whitening_images=small["whitening_images"], precision=cfg.precision)
+                            whitening_images=small["whitening_images"])
 
 
 def calibration() -> Callable[[], float]:

@@ -2,28 +2,17 @@
 
 Source: David Page, "How to train your ResNet 8: bag of tricks" (myrtle.ai, 2019), the final
 10-epoch setup of davidcpage/cifar10-fast ``bag_of_tricks.ipynb`` (the DAWNBench entry): 94.1% mean
-test accuracy with TTA in 26 s on one V100 (fp16); about 1.15 PFLOPs of training. Network:
-``speedrun/models/resnet9.py``. (``new_dawn.py`` in the same repository is a 14-epoch variant
-with cutout and no EMA; this record pins the notebook's 10-epoch setup.)
+test accuracy with TTA in 26 s on one V100 (fp16).
 
-Command (full CIFAR-10, downloaded and md5-checked on first use)::
+Commands (full CIFAR-10; the bundled real sample, for CPUs; its reduced ``--smoke`` run)::
 
     ./run.sh records/94pct_26s.py
-
-Expected on full CIFAR-10 (Page's figures, V100): tta_acc ≈ 0.941, train time ≈ 26 s. This project
-has not yet measured it on full CIFAR-10 on a GPU (see README's record table).
-
-On the bundled real subset (5170 train / 1017 test images), for CPU machines::
-
     ./run.sh records/94pct_26s.py --config.data.path=sample
+    ./run.sh records/94pct_26s.py --config.data.path=sample --smoke
 
-which is not a CIFAR-10 record: see README for what it reached on which machine.
-
-Precision (``speedrun/system/precision.py``): pinned per backend, ``gpu=float16,tpu=bfloat16,cpu=float32``.
-On GPUs the source's policy: Page trained in fp16 with float32 batch norm (here also float32
-params, logits and loss, and dynamic loss scaling, which his run did without); TPUs have no fast
-fp16, so bfloat16; on CPUs float32, because XLA's CPU backend runs half-precision convolutions no
-faster than float32. Override with ``--config.precision=NAME`` (one policy everywhere).
+Expected on full CIFAR-10 (Page's figures, V100): tta_acc ≈ 0.941, train time ≈ 26 s.
+On the sample (not a CIFAR-10 record): see README's Records table.
+Details: docs/records.md#94pct_26s
 """
 
 import ml_collections
@@ -39,8 +28,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 512
     c.eval_batch_size = 1024
     c.label_smoothing = 0.2
-    c.precision = "gpu=float16,tpu=bfloat16,cpu=float32"  # Page: fp16 on a V100 (see docstring)
-    c.scan_unroll = 0  # 0: automatic (whole epoch on CPU, a loop on GPU); see speedrun.train.epoch.scan_unroll
+    c.tta_level = 1  # Page: mean logits of the image and its mirror
+    c.precision = "gpu=float16,tpu=bfloat16,cpu=float32"  # Page: fp16 on a V100 (docs/records.md)
+    c.scan_unroll = 0  # 0: automatic (speedrun.train.epoch.scan_unroll)
 
     c.data = ml_collections.ConfigDict()
     c.data.path = ml_collections.config_dict.placeholder(str)  # None: $SPEEDRUN_DATA or the cache
@@ -54,6 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.bn_momentum = 0.9  # Flax sense; PyTorch's 0.1
     c.model.bn_eps = 1e-5
     c.model.whiten_patch_size = 3
+    c.model.whiten = True  # frozen patch whitening (False: Page's baseline 3x3 prep conv)
+    c.model.activation = "celu"  # "relu": Page's baseline
+    c.model.bn_scale = False  # BN scales frozen at 1 (True: learned, the baseline)
 
     c.whitening = ml_collections.ConfigDict()
     c.whitening.eps = 1e-2
@@ -78,4 +71,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.ema.enabled = True
     c.ema.momentum = 0.99
     c.ema.every = 5
+    c.ema.debias = True  # weight (1-ρ)/(1-ρ^n) at update n; departs from Page's EMA by the init's ρ^194 ≈ 5.8e-5
     return c

@@ -16,8 +16,23 @@ Subpackages and modules, one job each (README, "Layout"; start reading at ``trai
   scaling), ``env`` (XLA flags set before JAX starts).
 - ``measure``: ``flops``, ``stats``, ``mfu``, ``bench``, ``report``, ``runlog``.
 - ``evaluate``: batched, jitted accuracy with and without TTA.
+- ``checkpoint``: orbax checkpoints of a run (save, resume, evaluate a saved model).
 
-``import speedrun`` changes no environment variable.
+- ``api``: the Python API — ``speedrun.load_record``, ``speedrun.fit``, ``speedrun.predict``.
+
+``import speedrun`` changes no environment variable and imports nothing heavy: the API names load
+their modules on first use.
 """
 
 __version__ = "0.1.0"
+
+_API = {"load_record": "speedrun.config", "smoke": "speedrun.config", "fit": "speedrun.api",
+        "predict": "speedrun.api", "FitResult": "speedrun.api"}
+
+
+def __getattr__(name):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'speedrun' has no attribute {name!r}")

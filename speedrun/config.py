@@ -23,9 +23,7 @@ import ml_collections
 RECORDS_DIR = Path(__file__).resolve().parents[1] / "records"
 
 
-class ConfigError(ValueError):
-    """A record config that cannot run: an unknown key, a value of the wrong type or range, a file
-    that does not load. The message names the key or file and the fix."""
+from speedrun.errors import ConfigError  # noqa: E402,F401 (re-exported: speedrun.config.ConfigError)
 
 
 def record_path(name_or_path: str | Path) -> Path:
@@ -43,9 +41,17 @@ def record_path(name_or_path: str | Path) -> Path:
     return p
 
 
+#: Run options every record accepts without defining them: ``key: (type, default)``, added by
+#: :func:`load_record` where the record does not set the key (README, "Checkpoints"):
+#: ``checkpoint_dir`` — folder of the run's orbax checkpoints (:mod:`speedrun.checkpoint`), ``None``:
+#: none are saved; ``checkpoint_every`` — also save every K epochs (0: only at the end of training).
+RUN_OPTIONS = {"checkpoint_dir": (str, None), "checkpoint_every": (int, 0)}
+
+
 def load_record(name_or_path: str | Path, overrides: Mapping[str, Any] | Iterable[str] = ()
                 ) -> ml_collections.ConfigDict:
-    """The config of a record, with overrides applied (:func:`override`).
+    """The config of a record, with the :data:`RUN_OPTIONS` it does not define and overrides applied
+    (:func:`override`).
 
     Args:
       name_or_path: a record name (``"94pct_26s"``) or the path of a record file.
@@ -62,16 +68,25 @@ def load_record(name_or_path: str | Path, overrides: Mapping[str, Any] | Iterabl
     except Exception as err:  # noqa: BLE001 - any failure of a record file is a config error
         raise ConfigError(f"record file {path} does not load: {type(err).__name__}: {err} — fix the "
                           "file (it must define get_config())") from err
-    items = overrides.items() if isinstance(overrides, Mapping) else (_split(o) for o in overrides)
+    for key, (kind, default) in RUN_OPTIONS.items():
+        if key not in config:
+            config[key] = ml_collections.config_dict.placeholder(kind) if default is None else default
+    items = overrides.items() if isinstance(overrides, Mapping) else (split_override(o) for o in overrides)
     for key, value in items:
         override(config, key, value)
     return config
 
 
-def _split(text: str) -> tuple[str, str]:
+def split_override(text: str) -> tuple[str, str]:
+    """``"KEY=VALUE" -> ("KEY", "VALUE")`` (text as the command line gives it).
+
+    Raises:
+      ConfigError: no ``=``.
+    """
     key, sep, value = text.partition("=")
     if not sep:
-        raise ConfigError(f"override {text!r} has no value — write KEY=VALUE, e.g. epochs=3")
+        raise ConfigError(f"override {text!r} has no value — give it one: --config.{key}=VALUE on the command "
+                          f"line, {key}=VALUE in a list of overrides (e.g. --config.epochs=3)")
     return key, value
 
 
@@ -113,14 +128,31 @@ def override(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node or isinstance(node[leaf], ml_collections.ConfigDict):
         near = difflib.get_close_matches(key, keys(config), n=3)
         raise ConfigError(f"unknown config key {key!r} of record {config.get('name')!r}"
-                          + (f" — did you mean {', '.join(near)}?" if near else
-                             " — list the keys with --list_keys"))
+                          + (f" — did you mean {' or '.join(f'--config.{k}' for k in near)}?" if near else
+                             " — list the keys: the same command without this override and with --list_keys"))
     current = node[leaf]
     try:
         node[leaf] = _parse(value, current, node.get_type(leaf)) if isinstance(value, str) else value
     except (TypeError, ValueError, SyntaxError) as err:
-        raise ConfigError(f"config key {key!r}: {value!r} is not a {type(current).__name__} "
-                          f"(now {current!r}) — {err}") from err
+        kind = type(current).__name__ if current is not None else getattr(node.get_type(leaf), "__name__", "literal")
+        if isinstance(current, (list, tuple)):
+            kind = f"comma-separated list{f' ({err})' if str(err) else ''}"
+        example = _cli_text(current)
+        fix = f"pass e.g. --config.{key}={example}" if example else f"pass {_an(kind)} {kind}"
+        raise ConfigError(f"config key {key!r}: {value!r} is not {_an(kind)} {kind} (now {current!r}) — {fix}") from err
+
+
+def _an(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _cli_text(value: Any) -> str:
+    """``value`` as ``--config.KEY=`` text that :func:`override` reads back ("" for None or ``[]``)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return "" if value is None else str(value)
 
 
 def _parse(text: str, current: Any, field_type: type) -> Any:
@@ -133,18 +165,39 @@ def _parse(text: str, current: Any, field_type: type) -> Any:
     if isinstance(current, str):
         return text
     if isinstance(current, (list, tuple)):
-        body = text.strip()
-        value = ast.literal_eval(body if body[:1] in "[(" else f"[{body}]")
-        if not isinstance(value, (list, tuple)):
-            raise ValueError("write a comma-separated list")
-        if current and isinstance(current[0], float):
-            value = [float(v) for v in value]
-        return type(current)(value)
+        return type(current)(_parse_list(text, current))
     if isinstance(current, int):
         return int(text)
     if isinstance(current, float):
         return float(text)
     return ast.literal_eval(text)  # a placeholder (None) or another literal
+
+
+def _parse_list(text: str, current: list | tuple) -> list:
+    """The elements of ``"0,0.4,0"`` or ``"[0, 0.4, 0]"``, each checked like a scalar against the
+    type of ``current``'s elements (ints for ints, numbers as floats for floats, strings for
+    strings); an empty or mixed ``current`` takes any literals.
+
+    Raises:
+      ValueError: not a list of literals (empty message), or an element of the wrong type (named).
+    """
+    kinds = {type(v) for v in current}
+    kind = kinds.pop() if len(kinds) == 1 else None
+    body = text.strip()
+    try:
+        value = ast.literal_eval(body if body[:1] in "[(" else f"[{body}]")
+    except (ValueError, SyntaxError):
+        raise ValueError("") from None
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("")
+    out = []
+    for v in value:
+        if kind is float and isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = float(v)
+        elif kind is not None and type(v) is not kind:
+            raise ValueError(f"element {v!r} is not {_an(kind.__name__)} {kind.__name__}")
+        out.append(v)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,35 +237,33 @@ def total_train_steps(epochs: int, steps_per_epoch: int, last_epoch_fraction: fl
 
 
 def derived(config: ml_collections.ConfigDict, n_train: int, num_devices: int = 1) -> Derived:
-    """Validate ``config`` against the data size and device count and derive the step counts.
+    """Validate ``config`` (:func:`validate`, with the device count) and against the data size, and
+    derive the step counts.
 
     Raises:
-      ConfigError: non-positive epochs or batch size, a batch larger than the training set, a bad
-        ``last_epoch_fraction``, an unknown precision, or a batch / eval batch that the devices (or,
-        per device, the ghost batch size) do not divide.
+      ConfigError: any check of :func:`validate` (non-positive sizes, an unknown precision, a batch /
+        eval batch that the devices, or per device the ghost batch size, do not divide, ...) or a batch
+        larger than the training set.
     """
-    from speedrun.system import parallel, precision  # noqa: PLC0415 (jax-free import of this module)
+    from speedrun.system import parallel  # noqa: PLC0415 (jax-free import of this module)
 
-    if config.epochs <= 0 or config.batch_size <= 0:
-        raise ConfigError(f"epochs ({config.epochs}) and batch_size ({config.batch_size}) must be positive")
+    validate(config, num_devices)
     steps = n_train // config.batch_size
     if steps == 0:
-        raise ConfigError(f"batch_size={config.batch_size} exceeds the {n_train} training images (the last "
-                          "partial batch is dropped, so no step would run) — lower --config.batch_size")
-    try:
-        precision.resolve(config.precision)
-        b_local = parallel.per_device_batch(config.batch_size, num_devices, config.model.get("ghost_batch_size"))
-        parallel.per_device_batch(config.eval_batch_size, num_devices, name="eval_batch_size")
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+        unit = num_devices * (config.model.get("ghost_batch_size") or 1)  # what a valid batch is a multiple of
+        fit = max(unit, min(n_train, 512) // unit * unit)
+        raise ConfigError(f"config key 'batch_size' is {config.batch_size}, more than the {n_train} training "
+                          "images (the last partial batch is dropped, so no step would run) — pass "
+                          f"--config.batch_size={fit}")
+    b_local = parallel.per_device_batch(config.batch_size, num_devices, config.model.get("ghost_batch_size"))
     total = total_train_steps(config.epochs, steps, config.get("last_epoch_fraction", 1.0))
     return Derived(n_train=int(n_train), batch_size=int(config.batch_size), num_devices=int(num_devices),
                    batch_per_device=b_local, steps_per_epoch=steps, total_steps=total)
 
 
-#: The one shrink recipe (tests, notebooks, CI): small width, few epochs, float32, small batches.
-SMOKE = {"model.width_mult": 0.125, "epochs": 2, "batch_size": 256, "eval_batch_size": 256,
-         "precision": "float32"}
+#: The one shrink recipe (tests, notebooks, CI): small width, few epochs, small batches. The
+#: precision stays the record's policy for the backend (float32 on CPUs).
+SMOKE = {"model.width_mult": 0.125, "epochs": 2, "batch_size": 256, "eval_batch_size": 256}
 
 
 def smoke(config: ml_collections.ConfigDict, n_train: int | None = None, whitening_images: int | None = None,
@@ -246,3 +297,6 @@ def smoke(config: ml_collections.ConfigDict, n_train: int | None = None, whiteni
         if int(c.optimizer.warmup_fraction * total) < 1:
             c.optimizer.warmup_fraction = 0.5
     return c
+
+
+from speedrun.validation import validate  # noqa: E402,F401 (re-exported; it uses this module's helpers)

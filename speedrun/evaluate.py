@@ -121,3 +121,16 @@ def make_evaluate(apply_fn: Callable[..., jax.Array], normalize: Callable[[jax.A
         return {"acc": correct.sum() / n, "tta_acc": correct_tta.sum() / n, "loss": loss.sum() / n}
 
     return evaluate
+
+
+def tta_logits(apply_fn: Callable[..., jax.Array], variables: Any, x: jax.Array, tta_level: int) -> jax.Array:
+    """``(B, classes)`` float32 logits of normalised images ``x (B, H, W, C)``: the weighted mean of
+    the logits of :func:`tta_views` (level 0: the plain logits).
+
+    Raises:
+      ValueError: unknown ``tta_level``.
+    """
+    out = 0.0
+    for weight, view in tta_views(x, tta_level):
+        out = out + weight * apply_fn(variables, view, train=False).astype(jnp.float32)
+    return out

@@ -6,6 +6,7 @@ Before JAX starts, the suite sets the XLA flags that the command line sets
 """
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,17 @@ from speedrun.system import env  # noqa: E402
 env.configure()
 
 from speedrun import config  # noqa: E402
+
+
+def jaxpr_eqns(jaxpr):
+    """Every equation of a jaxpr, recursing into sub-jaxprs (pjit, custom_jvp/vjp, scan, cond, ...)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for v in eqn.params.values():
+            for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from jaxpr_eqns(inner)
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +53,64 @@ def record():
         return config.smoke(c, **changes) if changes else c
 
     return load
+
+
+# ------------------------------------------------------------------ matmul precision
+#
+# JAX's DEFAULT matmul/convolution precision is backend-dependent: float32 on CPUs, TF32 (10-bit
+# mantissa operands, float32 accumulation) on NVIDIA GPUs since Ampere, one bfloat16 pass on TPUs.
+# A test that compares a float32 JAX matmul or convolution with a float64 numpy reference at
+# float32 tolerances runs under ``float32_matmuls`` (below), which pins HIGHEST precision (true
+# float32) on every backend. Tests of training itself (learning runs) keep the default: they check
+# what a record does on its backend.
+#
+# XLA's CPU backend ignores the precision setting (jax 0.10.2, measured: ``JAX_DEFAULT_MATMUL_PRECISION
+# =bfloat16`` or ``=BF16_BF16_F32`` leaves dots and convolutions exact to float32), so that variable
+# alone does not mimic a GPU on CPU. ``SPEEDRUN_EMULATE_MATMUL=tf32`` (or ``bf16``) does: every
+# float32 dot_general and convolution below HIGHEST precision rounds its operands to TF32 (bfloat16)
+# with ``lax.reduce_precision`` before it runs, forward and backward, keeping float32 accumulation —
+# what a GPU's tensor cores do by default. For checking tolerances on a CPU, e.g.
+#   SPEEDRUN_EMULATE_MATMUL=tf32 .venv/bin/python -m pytest -q -p no:xdist tests/test_resnet20.py
+
+
+MATMUL_EMULATION = {"tf32": 10, "bf16": 7}  # name -> mantissa bits of the rounded operands
+
+
+def _emulate_reduced_matmuls(mantissa_bits: int) -> None:
+    import jax
+    import jax.numpy as jnp
+    from jax._src.lax import convolution as _conv, lax as _lax
+
+    def below_highest(p):
+        if p is None:  # no precision given and no jax_default_matmul_precision: DEFAULT
+            return True
+        ps = p if isinstance(p, tuple) else (p,)
+        return all(isinstance(q, jax.lax.Precision) and q != jax.lax.Precision.HIGHEST for q in ps)
+
+    def wrap(prim):
+        bind = prim.bind
+
+        def rounded_bind(lhs, rhs, **params):
+            if below_highest(params.get("precision")):
+                lhs, rhs = (jax.lax.reduce_precision(a, 8, mantissa_bits)
+                            if jnp.result_type(a) == jnp.float32 else a for a in (lhs, rhs))
+            return bind(lhs, rhs, **params)
+
+        prim.bind = rounded_bind
+
+    wrap(_lax.dot_general_p)
+    wrap(_conv.conv_general_dilated_p)
+
+
+if os.environ.get("SPEEDRUN_EMULATE_MATMUL"):
+    _emulate_reduced_matmuls(MATMUL_EMULATION[os.environ["SPEEDRUN_EMULATE_MATMUL"]])
+
+
+@pytest.fixture
+def float32_matmuls():
+    """Run the test at ``jax.default_matmul_precision("highest")``: float32 matmuls and convolutions
+    on every backend (not TF32 on GPUs), for comparisons with float64 numpy references."""
+    import jax
+
+    with jax.default_matmul_precision("highest"):
+        yield

@@ -18,6 +18,10 @@
 
 Sources: KellerJordan/cifar10-airbench ``airbench94.py``, ``airbench94_muon.py`` (read for the
 numbers and rules, no code copied).
+
+Comparisons of JAX matmuls and convolutions with float64 numpy references run under the
+``float32_matmuls`` fixture (tests/conftest.py): HIGHEST precision, i.e. float32 on every backend,
+not the TF32 that JAX uses by default on NVIDIA GPUs.
 """
 
 import math
@@ -75,6 +79,7 @@ def test_whitening_filters_and_negatives_whiten_2x2_patches(sample):
     np.testing.assert_allclose(np.diag(cov)[:12][big], 1.0, atol=1e-2)
 
 
+@pytest.mark.usefixtures("float32_matmuls")
 def test_model_whitening_conv_is_the_valid_conv_with_negatives_plus_bias():
     # the first layer alone (GELU of conv + bias) against numpy, via a net cut after it
     rng = np.random.default_rng(0)
@@ -300,6 +305,7 @@ def _ns_np(m, steps=3):
     return x.T if flip else x
 
 
+@pytest.mark.usefixtures("float32_matmuls")
 def test_airbench_muon_steps_equal_reference_muon_and_sgd():
     rng = np.random.default_rng(1)
     bsz, spe, total, n = 50, 2, 10, 8  # whitening bias trains 6 steps
@@ -331,6 +337,7 @@ def test_airbench_muon_steps_equal_reference_muon_and_sgd():
     np.testing.assert_allclose(got["group1_conv1"]["kernel"], p.transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.usefixtures("float32_matmuls")
 def test_newton_schulz_rows_are_near_orthogonal_in_the_coefficients_band():
     a, b, c = NS
     poly = lambda s: a * s + b * s**3 + c * s**5  # noqa: E731
@@ -415,6 +422,7 @@ def _np_model(x, w):  # a nonlinear stand-in net: (B, H, W, C) -> (B, K)
     return np.tanh(np.einsum("bhwc,hwck->bk", x, w))
 
 
+@pytest.mark.usefixtures("float32_matmuls")
 def test_tta_level2_weights_and_combination():
     for level in evaluate.TTA_LEVELS:
         x = jnp.zeros((1, 4, 4, 3))

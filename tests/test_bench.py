@@ -33,6 +33,28 @@ def test_mean_ci_hand_values():
     assert one["mean"] == 0.94 and one["std"] == 0.0 and one["ci_low"] is None
 
 
+def test_mean_ci_of_accuracies_is_clipped_to_0_1():
+    # [0.0, 0.0, 0.1]: mean 1/30, s = sqrt(((1/30)² + (1/30)² + (2/30)²) / 2) = sqrt(1/300) = 0.0577350,
+    # half width t(0.975, 2) · s / √3 = 4.302653 · 0.0333333 = 0.1434218: the t-interval is
+    # [-0.1100884, 0.1767551]; an accuracy cannot be below 0, so the lower bound is 0.
+    low = stats.mean_ci([0.0, 0.0, 0.1], bounds=stats.ACCURACY_BOUNDS)
+    assert low["ci_half_width"] == pytest.approx(0.1434218, rel=1e-6)  # the t-interval's, unclipped
+    assert low["ci_low"] == 0.0 and low["ci_high"] == pytest.approx(1 / 30 + 0.1434218, rel=1e-6)
+    # mirrored near 100%: [1.0, 1.0, 0.9] → [0.8232449, 1.1100884], clipped above to 1
+    high = stats.mean_ci([1.0, 1.0, 0.9], bounds=stats.ACCURACY_BOUNDS)
+    assert high["ci_high"] == 1.0 and high["ci_low"] == pytest.approx(29 / 30 - 0.1434218, rel=1e-6)
+    assert stats.mean_ci([0.0, 0.0, 0.1])["ci_low"] == pytest.approx(-0.1100884, rel=1e-6)  # no bounds: none
+    with pytest.raises(ValueError, match="bounds"):
+        stats.mean_ci([0.5, 1.5], bounds=stats.ACCURACY_BOUNDS)  # a percentage passed as a fraction
+    # the bench summary clips both accuracy intervals
+    runs = [{"record": "r", "dataset": "d", "train_images": 1, "epochs": 1, "batch_size": 1, "precision": "float32",
+             "width_mult": 1.0, "seed": i, "tta_acc": a, "acc": a, "train_time_s": 1.0, "time_to_target_s": None,
+             "steps": 1, "train_flops": 1.0, "flops_per_image_forward": 1, "compiles": 0, "compile_time_s": 0.0}
+            for i, a in enumerate([0.0, 0.0, 0.1])]
+    summary = bench.summarize(runs, 0.94, 0.0)
+    assert summary["tta_acc"]["ci_low"] == 0.0 and summary["acc"]["ci_low"] == 0.0
+
+
 def test_share_median_and_errors():
     assert stats.share_at_least([0.93, 0.94, 0.95, 0.96], 0.94) == 0.75  # equality counts
     assert stats.median_min_max([3.0, 1.0, 2.0, 10.0]) == {"median": 2.5, "min": 1.0, "max": 10.0}
@@ -175,7 +197,18 @@ def test_bench_flops_and_summary(tiny_bench):
     assert s["train_flops"] == r["train_flops"]
     assert s["achieved_flops_per_s"] == pytest.approx(r["train_flops"] / s["train_time_s"]["median"])
     assert s["mfu_vs_matmul"] == pytest.approx(s["achieved_flops_per_s"] / s["matmul_flops_per_s"])
-    assert s["mfu_vs_peak"] is None  # CPU: no datasheet
+    # the datasheet peak of this backend's device in the run's policy: None on CPUs (no datasheet),
+    # known on the GPUs of mfu.PEAK_TFLOPS (e.g. an H100 SXM in float16: 989.4 TFLOP/s)
+    import jax
+
+    kind = jax.devices()[0].device_kind  # what bench.run passes to summarize
+    peak = mfu.datasheet_peak(kind, r["precision"])
+    assert s["peak_flops_per_s"] == peak
+    if peak is None:
+        assert s["mfu_vs_peak"] is None and s["peak_gpu"] is None
+    else:
+        assert s["mfu_vs_peak"] == pytest.approx(s["achieved_flops_per_s"] / peak)
+        assert s["peak_gpu"] == mfu.gpu_model(kind)
     for run in runs:  # time to target read from the history by hand
         hit = next((h["elapsed_s"] for h in run["history"]
                     if (h.get("tta_acc") if h.get("tta_acc") is not None else h["test_acc"]) >= 0.12), None)
@@ -197,6 +230,15 @@ def test_report_table_and_plot(tiny_bench, tmp_path):
     assert "| airbench94_muon | 94.01 | 2.59 | 1× A100 |" in table  # published figures
     png = (tmp_path / "res" / "accuracy_vs_time.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    curves = (tmp_path / "res" / "training_curves.png").read_bytes()
+    assert out["curves_path"].name == "training_curves.png" and curves[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_separates_full_cifar10_from_subset_results():
+    full = {"dataset": "cifar10", "tiled_from": None}
+    assert report.is_full_cifar10(full)
+    assert not report.is_full_cifar10({"dataset": "cifar10", "tiled_from": 5170})  # tiled: not CIFAR-10
+    assert not report.is_full_cifar10({"dataset": "cifar10-subset"})
 
 
 def test_report_errors(tmp_path):

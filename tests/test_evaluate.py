@@ -1,7 +1,12 @@
 """Tests for speedrun.evaluate against numpy: padding to whole batches with a mask, and accuracy,
 TTA accuracy (mean logits of the image and its mirror, Page's ``forward_tta([identity, flip_lr])``)
 and cross-entropy of a tiny fake model whose logits depend on the image's column profile (so
-mirroring changes them)."""
+mirroring changes them).
+
+Comparisons of JAX matmuls and convolutions with float64 numpy references run under the
+``float32_matmuls`` fixture (tests/conftest.py): HIGHEST precision, i.e. float32 on every backend,
+not the TF32 that JAX uses by default on NVIDIA GPUs.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +60,7 @@ def _np_reference(x, y, w, scale):
             "loss": -np.mean(logp[np.arange(len(y)), y])}, logits, tta
 
 
+@pytest.mark.usefixtures("float32_matmuls")
 def test_make_evaluate_matches_numpy_accuracy_tta_and_loss():
     rng = np.random.default_rng(2)
     n = 37

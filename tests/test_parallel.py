@@ -36,7 +36,7 @@ def tiny_config():
     from speedrun import config
 
     return config.smoke(config.load_record("94pct_26s"), model__width_mult=0.0625, batch_size=64,
-                        model__ghost_batch_size=8, eval_batch_size=128, epochs=3)
+                        model__ghost_batch_size=8, eval_batch_size=128, epochs=3, precision="float32")
 
 
 # --------------------------------------------------------------------------- in-process (1 device)

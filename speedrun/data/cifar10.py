@@ -29,10 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from speedrun.data.archive import NUM_CLASSES, TRAIN_FILES  # noqa: F401 (re-exported)
-from speedrun.data.archive import (ARCHIVE_NAME, CACHE_NAME, FOLDER_NAME, TEST_FILE, DataError, _check,
-                                   _read_archive, _read_folder, _read_npz, _write_cache)
+from speedrun.data.archive import (ARCHIVE_NAME, CACHE_NAME, CIFAR10_URL, FOLDER_NAME, TEST_FILE, DataError,
+                                   _check, _read_archive, _read_folder, _read_npz, _write_cache)
 
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 # Real CIFAR-10 subset shipped with the package (5170 train / 1017 test rows).
 SAMPLE_ARCHIVE = Path(__file__).parent / "sample" / "cifar-10-python-subset.tar.gz"
@@ -43,10 +42,10 @@ CIFAR10_MEAN = (125.31, 122.95, 113.87)
 CIFAR10_STD = (62.99, 62.09, 66.70)
 
 _ACCEPTED = (
-    "accepted values: 'sample' (bundled subset), a cifar-10-python.tar.gz archive, "
-    "a cifar-10-batches-py folder or a folder containing it or the archive, "
-    "a cifar10.npz cache written by this loader, 'tfds:DIR', or None/'' "
-    "for $SPEEDRUN_DATA or the default cache folder (downloads if empty)"
+    "pass --config.data.path=sample (the bundled 'sample' subset) or the path of a cifar-10-python.tar.gz "
+    "archive, a cifar-10-batches-py folder or a folder containing either, a cifar10.npz cache written by "
+    "this loader, or 'tfds:DIR'; without data.path, $SPEEDRUN_DATA or the default cache folder is used "
+    "(downloaded there if empty)"
 )
 
 
@@ -66,7 +65,8 @@ def load_cifar10(path=None, *, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5):
         * a ``.npz`` cache written by this loader (keys x_train, y_train,
           x_test, y_test).
         * ``"tfds:DIR"``: a TFDS data dir with ``cifar10`` prepared (needs
-          ``pip install 'speedrun[tfds]'``).
+          ``pip install tensorflow-datasets``; in the checkout
+          ``pip install -e '.[tfds]'``).
         * ``None`` or ``""``: the folder ``$SPEEDRUN_DATA`` if set, else
           ``pooch.os_cache("speedrun")``; the official archive is downloaded
           there (md5-verified) when the folder holds no copy.
@@ -84,8 +84,8 @@ def load_cifar10(path=None, *, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5):
     Raises:
       DataNotFoundError: ``path`` does not exist or holds no CIFAR-10 files.
       DataError: download failed, checksum mismatch, truncated or corrupt
-        archive/pickle/cache, wrong shapes or labels out of range.
-      ImportError: ``"tfds:..."`` without tensorflow-datasets installed.
+        archive/pickle/cache, wrong shapes or labels out of range, or
+        ``"tfds:..."`` without tensorflow-datasets installed.
     """
     if path is None or os.fspath(path) == "":
         return _load_data_folder(_default_folder(), url=url, md5=md5)
@@ -96,7 +96,7 @@ def load_cifar10(path=None, *, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5):
         return _load_tfds(spec[len("tfds:"):])
     p = Path(spec).expanduser()
     if not p.exists():
-        raise DataNotFoundError(f"CIFAR-10 path {spec!r} does not exist; {_ACCEPTED}.")
+        raise DataNotFoundError(f"CIFAR-10 path {spec!r} does not exist — {_ACCEPTED}.")
     if p.is_file() and p.suffix == ".npz":
         return _read_npz(p)
     if p.is_file() and p.resolve() == SAMPLE_ARCHIVE.resolve():
@@ -148,7 +148,7 @@ def _load_data_folder(d: Path, *, url: str | None, md5: str):
     if url is None:
         raise DataNotFoundError(
             f"no CIFAR-10 found in folder {str(d)!r} (looked for {CACHE_NAME}, "
-            f"{FOLDER_NAME}/ and {ARCHIVE_NAME}); {_ACCEPTED}."
+            f"{FOLDER_NAME}/ and {ARCHIVE_NAME}) — {_ACCEPTED}."
         )
     return _load_source(_download(d, url, md5))
 
@@ -174,23 +174,24 @@ def _download(d: Path, url: str, md5: str) -> Path:
     import requests
 
     hint = (
-        f"Download {ARCHIVE_NAME} (md5 {md5}) from {url} by hand and put it in "
-        f"{str(d)!r}, or set SPEEDRUN_DATA to a folder holding it, or pass "
-        f"--config.data.path=... (use 'sample' for the bundled subset)."
+        f"download it by hand (md5 {md5}): curl -L -o {str(d / ARCHIVE_NAME)!r} {url}; or set "
+        f"SPEEDRUN_DATA to a folder holding {ARCHIVE_NAME}; or pass --config.data.path=sample for "
+        "the bundled subset"
     )
     downloader = pooch.HTTPDownloader(timeout=60) if url.startswith(("http:", "https:")) else None
     try:
         fname = pooch.retrieve(url, known_hash=f"md5:{md5}", fname=ARCHIVE_NAME,
                                path=d, downloader=downloader)
     except requests.RequestException as e:
-        raise DataError(f"downloading CIFAR-10 from {url} failed ({e}). {hint}") from e
+        raise DataError(f"downloading CIFAR-10 from {url} failed ({e}) — {hint}.") from e
     except ValueError as e:  # pooch's hash mismatch
         raise DataError(
-            f"checksum mismatch for {url}: expected md5 {md5}; {e} "
-            f"Delete {str(d / ARCHIVE_NAME)!r} if present and retry. {hint}"
+            f"checksum mismatch for {url}: expected md5 {md5}; {e} — retry (the bad download was not "
+            f"kept); if it fails again, {hint}."
         ) from e
     except OSError as e:
-        raise DataError(f"downloading CIFAR-10 into {str(d)!r} failed ({e}). {hint}") from e
+        raise DataError(f"downloading CIFAR-10 into {str(d)!r} failed ({e}) — set SPEEDRUN_DATA to a "
+                        f"writable folder, or {hint}.") from e
     return Path(fname)
 
 
@@ -198,13 +199,15 @@ def _download(d: Path, url: str, md5: str) -> Path:
 
 def _load_sample():
     if not SAMPLE_ARCHIVE.is_file():
-        raise DataNotFoundError(f"bundled sample {str(SAMPLE_ARCHIVE)!r} is missing; reinstall speedrun.")
+        raise DataNotFoundError(f"bundled sample {str(SAMPLE_ARCHIVE)!r} is missing — restore it: git checkout -- "
+                                "speedrun/data/sample (in the checkout), or reinstall speedrun.")
     raw = SAMPLE_ARCHIVE.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     if digest != SAMPLE_SHA256:
         raise DataError(
             f"bundled sample {str(SAMPLE_ARCHIVE)!r} has sha256 {digest}, expected "
-            f"{SAMPLE_SHA256}; restore it (git checkout / reinstall speedrun)."
+            f"{SAMPLE_SHA256} — restore it: git checkout -- speedrun/data/sample (in the checkout), or "
+            "reinstall speedrun."
         )
     return _read_archive(io.BytesIO(raw), label=str(SAMPLE_ARCHIVE))
 
@@ -213,8 +216,9 @@ def _load_tfds(data_dir: str):
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise ImportError(
-            "path='tfds:DIR' needs tensorflow-datasets: pip install 'speedrun[tfds]'"
+        raise DataError(
+            f"data path 'tfds:{data_dir}' needs tensorflow-datasets, which is not installed — pip install "
+            "tensorflow-datasets (or, in the speedrun checkout: pip install -e '.[tfds]')"
         ) from e
     out = []
     for split in ("train", "test"):
@@ -223,8 +227,9 @@ def _load_tfds(data_dir: str):
                                          batch_size=-1, download=False))
         except Exception as e:  # tfds raises assorted errors for unprepared dirs
             raise DataError(
-                f"TFDS could not load cifar10/{split} from {data_dir!r} ({e}); prepare it with "
-                f"`tfds build cifar10 --data_dir={data_dir}` or use another data path."
+                f"TFDS could not load cifar10/{split} from {data_dir!r} ({e}) — prepare it with "
+                f"tfds build cifar10{f' --data_dir={data_dir}' if data_dir else ''}, or pass another "
+                "--config.data.path"
             ) from e
         out.extend(_check(np.asarray(ds["image"]), np.asarray(ds["label"]), f"tfds:{split}",
                           "re-prepare the TFDS cifar10 dataset"))

@@ -14,9 +14,12 @@ without compilation, FLOPs stated; DAWNBench: time to a target accuracy):
   (:mod:`speedrun.measure.flops`), achieved FLOP/s, and MFU — model FLOP/s over (a) a dense matmul in the
   record's compute dtype timed in the same process (:func:`speedrun.measure.mfu.matmul_flops_per_s`) and (b)
   the datasheet peak of the GPU when its model is known (:data:`speedrun.measure.mfu.PEAK_TFLOPS`);
-- prints a per-run table, a summary table and one JSON line, and writes JSON lines (one per run
-  with its epoch history, then the summary) to ``{outdir}/{record}__{device}__{UTC time}.jsonl``;
-  ``./run.sh report`` (:mod:`speedrun.measure.report`) turns such files into the README table and a plot.
+- prints a per-run table, a summary table and one JSON line, and writes JSON lines to
+  ``{outdir}/{record}__{device}__{UTC time}.jsonl`` (:mod:`speedrun.measure.resultfile`): each run
+  with its epoch history as soon as it ends (flushed: a killed bench keeps its finished seeds), then
+  the summary; ``--resume`` continues the latest file of the same record, device and setting with
+  only its missing seeds. ``./run.sh report`` (:mod:`speedrun.measure.report`) turns such files
+  into the README table and a plot.
 
 ``--tile_to=50000`` repeats the training rows up to that count (for timing full-size epochs when
 only the bundled subset is at hand); the result is labelled ``tiled_from`` and its accuracy is not a
@@ -26,16 +29,16 @@ CIFAR-10 figure.
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 
-from speedrun.measure import runlog, stats
+from speedrun.measure import resultfile, runlog, stats
 from speedrun.measure.mfu import PEAK_SOURCE, CompileCounter, datasheet_peak, gpu_model, matmul_flops_per_s
+from speedrun.measure.resultfile import device_slug, result_path, write_jsonl  # noqa: F401 (re-exported)
+
 
 def tile_rows(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Repeat the rows of ``x (N, ...)`` and ``y (N,)`` cyclically to exactly ``n`` rows (for timing
@@ -68,13 +71,15 @@ def target_of(config, target: float | None = None) -> float:
 
 
 def run_seeds(exp, seeds: Sequence[int], target: float, per_epoch_eval: bool = True,
-              log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
+              log: Callable[[str], None] | None = print,
+              on_run: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Train ``exp`` (a compiled :class:`speedrun.train.experiment.Experiment`) once per seed.
 
     Returns one dict per run: ``exp.run``'s result plus ``time_to_target_s`` (seconds or ``None``;
     ``None`` also when ``per_epoch_eval`` is off), ``reached_target`` (bool, final tta_acc >=
-    target) and ``compiles`` (XLA compilations during the run: 0 after the first run, since the
-    seed is data, not a compile-time constant).
+    target), ``compiles`` (XLA compilations during the run: 0 after the first run, since the
+    seed is data, not a compile-time constant) and ``first_in_process`` (True for the first seed of
+    this call). ``on_run(result)`` is called as soon as each run ends (the result file's line).
 
     Raises:
       FloatingPointError: a run diverged (see ``Experiment.run``).
@@ -86,7 +91,10 @@ def run_seeds(exp, seeds: Sequence[int], target: float, per_epoch_eval: bool = T
         r["compiles"] = counter.count
         r["time_to_target_s"] = stats.time_to_target(r["history"], target) if per_epoch_eval else None
         r["reached_target"] = bool(r["tta_acc"] >= target)
+        r["first_in_process"] = not out
         out.append(r)
+        if on_run is not None:
+            on_run(r)
         if log is not None:
             ttt = r["time_to_target_s"]
             log(f"seed {seed:>5d}  tta_acc {r['tta_acc']:.4f}  acc {r['acc']:.4f}  "
@@ -115,7 +123,8 @@ def summarize(runs: Sequence[dict[str, Any]], target: float, compile_time_s: flo
       ``compile_time_s``, ``images_per_s`` (training images / median train time),
       ``flops_per_image_forward``, ``train_flops`` (per run), ``achieved_flops_per_s`` (train_flops /
       median train time), ``matmul_flops_per_s``, ``mfu_vs_matmul``, ``peak_flops_per_s``,
-      ``peak_gpu``, ``peak_source``, ``mfu_vs_peak`` (``None`` where unknown), ``compiles_after_first``.
+      ``peak_gpu``, ``peak_source``, ``mfu_vs_peak`` (``None`` where unknown), ``compiles_after_first``
+      (over the runs after the first, and after the first of each resumed process).
 
     Raises:
       ValueError: no runs, or runs of different records or settings.
@@ -143,8 +152,8 @@ def summarize(runs: Sequence[dict[str, Any]], target: float, compile_time_s: flo
         "runs": len(runs),
         "seeds": [r["seed"] for r in runs],
         "target_acc": target,
-        "tta_acc": stats.mean_ci(r["tta_acc"] for r in runs),
-        "acc": stats.mean_ci(r["acc"] for r in runs),
+        "tta_acc": stats.mean_ci((r["tta_acc"] for r in runs), bounds=stats.ACCURACY_BOUNDS),
+        "acc": stats.mean_ci((r["acc"] for r in runs), bounds=stats.ACCURACY_BOUNDS),
         "share_at_target": stats.share_at_least((r["tta_acc"] for r in runs), target),
         "train_time_s": times,
         "time_to_target_s": ttt,
@@ -160,7 +169,7 @@ def summarize(runs: Sequence[dict[str, Any]], target: float, compile_time_s: flo
         "peak_gpu": gpu_model(device_kind) if peak else None,
         "peak_source": PEAK_SOURCE if peak else None,
         "mfu_vs_peak": achieved / peak if peak else None,
-        "compiles_after_first": sum(r["compiles"] for r in runs[1:]),
+        "compiles_after_first": sum(r["compiles"] for r in runs[1:] if not r.get("first_in_process")),
     }
 
 
@@ -201,25 +210,9 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(f"{k.ljust(w)}  {v}" for k, v in rows)
 
 
-def device_slug(description: str) -> str:
-    """File-name-safe form of a device description (``"NVIDIA H100 80GB HBM3 x1"`` ->
-    ``"NVIDIA-H100-80GB-HBM3-x1"``)."""
-    return re.sub(r"[^A-Za-z0-9.]+", "-", description).strip("-")[:60]
-
-
-def write_jsonl(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write ``rows`` as JSON lines (one object per line) to ``path`` (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    return path
-
-
 def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool = True,
         tile_to: int | None = None, arrays: tuple | None = None, matmul: bool = True,
-        outdir: str | Path | None = None, log: Callable[[str], None] | None = print
+        outdir: str | Path | None = None, log: Callable[[str], None] | None = print, resume: bool = False
         ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Compile ``config`` once and train it for ``runs`` seeds; return ``(run results, summary)``.
 
@@ -231,20 +224,25 @@ def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool
       tile_to: repeat the training rows to this many (timing at full size on a subset).
       arrays: ``(x_train, y_train, x_test, y_test)``; default: load ``config.data.path``.
       matmul: also time a dense matmul in the compute dtype for MFU.
-      outdir: folder for the JSON-lines file (:func:`result_path`), or ``None`` for none; its path
-        is then ``summary["file"]``.
+      outdir: folder for the JSON-lines file (:func:`result_path`; each run's line is written when
+        the run ends), or ``None`` for none; its path is then ``summary["file"]``.
       log: line printer, or ``None``.
+      resume: continue the last written file in ``outdir`` of this record, device and setting
+        (:func:`speedrun.measure.resultfile.find_resumable`): train only the seeds it lacks (none
+        missing: no compilation), and summarize every run of the file, which the results then hold;
+        without such a file, start a new one.
 
     Raises:
-      ValueError: ``runs < 1``, no target (see :func:`target_of`), bad ``tile_to``;
-        ``speedrun.config.ConfigError`` (see :func:`speedrun.config.derived`);
-        ``speedrun.data.DataError`` from the loader.
+      ValueError: ``runs < 1``, no target (see :func:`target_of`), bad ``tile_to``, ``resume``
+        without ``outdir``; ``speedrun.config.ConfigError``: ``config.checkpoint_dir`` set (bench
+        saves no checkpoints) or see :func:`speedrun.config.derived`; ``speedrun.data.DataError``
+        from the loader.
     """
     from speedrun import data  # noqa: PLC0415 (keeps `import speedrun.measure.bench` light)
+    from speedrun.system import precision  # noqa: PLC0415
     from speedrun.train.experiment import Experiment  # noqa: PLC0415
 
-    if runs < 1:
-        raise ValueError(f"--runs must be >= 1, got {runs}")
+    _check_args(config, runs, outdir, resume)
     target = target_of(config, target)
     x_train, y_train, x_test, y_test = arrays if arrays is not None else data.load_cifar10(config.data.path)
     tiled_from = None
@@ -254,25 +252,39 @@ def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool
         if log:
             log(f"# training rows tiled from {tiled_from} to {len(x_train)} for timing; "
                 "accuracy is not a CIFAR-10 result")
-    exp = Experiment(config, (x_train, y_train, x_test, y_test))
-    if log:
+    device = runlog.device_description()
+    setting = resultfile.setting_id(config, device=device, target=target, tile_to=tile_to,
+                                    per_epoch_eval=per_epoch_eval, train_images=len(x_train), test_images=len(x_test))
+    out, results = resultfile.open_results(outdir, config.name, device, setting, resume, log)
+    seeds = [s for s in range(config.seed, config.seed + runs) if s not in {r["seed"] for r in results}]
+    exp = Experiment(config, (x_train, y_train, x_test, y_test)) if seeds else None
+    if log and exp:
         log(f"# compiled once in {exp.compile_time_s:.2f} s; {exp.steps_per_epoch} steps per epoch; "
             f"target {target}")
-    results = run_seeds(exp, [config.seed + i for i in range(runs)], target, per_epoch_eval, log)
-    for r in results:
-        r["tiled_from"] = tiled_from
-    mm = matmul_flops_per_s(exp.policy.compute_dtype) if matmul else None
-    summary = summarize(results, target, exp.compile_time_s, mm, jax.devices()[0].device_kind)
-    summary.update(backend=jax.default_backend(), versions=runlog.versions(),
-                   per_epoch_eval=per_epoch_eval,
-                   time=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    if outdir is not None:
-        summary["file"] = str(write_jsonl(result_path(outdir, config.name, summary["device"]),
-                                          [{"kind": "run", **r} for r in results] + [summary]))
+
+    def on_run(r: dict[str, Any]) -> None:
+        r.update(tiled_from=tiled_from, setting=setting)
+        if out is not None:
+            out.append({"kind": "run", **r})
+
+    results += run_seeds(exp, seeds, target, per_epoch_eval, log, on_run) if seeds else []
+    mm = matmul_flops_per_s(precision.resolve(config.precision).compute_dtype) if matmul else None
+    summary = summarize(results, target, exp.compile_time_s if exp else None, mm, jax.devices()[0].device_kind)
+    summary.update(backend=jax.default_backend(), versions=runlog.versions(), per_epoch_eval=per_epoch_eval,
+                   setting=setting, time=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    if out is not None:
+        out.append(summary)
+        summary["file"] = str(out.path)
     return results, summary
 
 
-def result_path(outdir: str | Path, record: str, device: str) -> Path:
-    """``{outdir}/{record}__{device slug}__{UTC time}.jsonl``, where ``./run.sh report`` reads."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Path(outdir) / f"{record}__{device_slug(device)}__{stamp}.jsonl"
+def _check_args(config, runs: int, outdir, resume: bool) -> None:
+    from speedrun.config import ConfigError  # noqa: PLC0415
+
+    if runs < 1:
+        raise ValueError(f"--runs must be >= 1, got {runs}")
+    if resume and outdir is None:
+        raise ValueError("resume=True needs the outdir of the results to continue")
+    if config.get("checkpoint_dir"):
+        raise ConfigError("bench saves no checkpoints, but config.checkpoint_dir is set — drop "
+                          "--config.checkpoint_dir, or use ./run.sh train for a checkpointed run")

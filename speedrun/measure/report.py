@@ -44,11 +44,11 @@ def load_results(folder: str | Path) -> tuple[list[dict[str, Any]], list[dict[st
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"no results folder {folder}; write results with ./run.sh bench RECORD "
+        raise ValueError(f"no results folder {folder} — write results with ./run.sh bench RECORD "
                          "--outdir=FOLDER first")
     files = sorted(folder.rglob("*.jsonl"))
     if not files:
-        raise ValueError(f"no *.jsonl result files under {folder}; run ./run.sh bench RECORD --outdir={folder}")
+        raise ValueError(f"no *.jsonl result files under {folder} — run ./run.sh bench RECORD --outdir={folder}")
     runs, summaries = [], []
     for path in files:
         for i, line in enumerate(path.read_text().splitlines(), 1):
@@ -57,10 +57,10 @@ def load_results(folder: str | Path) -> tuple[list[dict[str, Any]], list[dict[st
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{i}: not JSON ({err})")
+                raise ValueError(f"{path}:{i}: not JSON ({err}) — delete or fix that line")
             kind = row.get("kind") if isinstance(row, dict) else None
             if kind not in ("run", "summary"):
-                raise ValueError(f"{path}:{i}: expected a bench line with kind 'run' or 'summary'")
+                raise ValueError(f"{path}:{i}: expected a bench line with kind 'run' or 'summary' — is it a bench result file?")
             row["file"] = str(path.relative_to(folder))
             (runs if kind == "run" else summaries).append(row)
     return runs, summaries
@@ -116,12 +116,13 @@ def records_table(summaries: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def plot(runs: Sequence[dict[str, Any]], path: str | Path, published: Sequence[dict[str, Any]] = PUBLISHED) -> Path:
-    """Accuracy (%) versus timed training seconds (log scale) as a PNG (see the module docstring).
+def is_full_cifar10(result: dict[str, Any]) -> bool:
+    """Whether a bench run or summary line is a full CIFAR-10 result (50000 train / 10000 test real
+    images, not tiled); anything else — the bundled sample, a tiled subset — is a subset result."""
+    return result.get("dataset") == "cifar10" and not result.get("tiled_from")
 
-    Raises:
-      ImportError: matplotlib is not installed (``pip install -e '.[report]'``).
-    """
+
+def _pyplot():
     try:
         import matplotlib
     except ImportError as err:
@@ -129,12 +130,15 @@ def plot(runs: Sequence[dict[str, Any]], path: str | Path, published: Sequence[d
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6))
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    return plt
+
+
+def _panel(ax, plt, runs: Sequence[dict[str, Any]], title: str) -> None:
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault((r["record"], r["device"]), []).append(r)
+        groups.setdefault((r["record"], r["device"], r.get("precision", "?")), []).append(r)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, ((record, device), rs) in enumerate(sorted(groups.items())):
+    for i, ((record, device, prec), rs) in enumerate(sorted(groups.items())):
         c = colors[i % len(colors)]
         for r in rs:
             pts = [(row["elapsed_s"], stats.epoch_accuracy(row)) for row in r.get("history", [])]
@@ -142,22 +146,47 @@ def plot(runs: Sequence[dict[str, Any]], path: str | Path, published: Sequence[d
             if len(pts) > 1:
                 ax.plot(*zip(*pts), color=c, alpha=0.25, linewidth=0.8)
         ax.scatter([r["train_time_s"] for r in rs], [r["tta_acc"] * 100 for r in rs], color=c, s=18,
-                   label=f"{record} — {device} ({len(rs)} runs)", zorder=3)
-    for i, p in enumerate(sorted(published, key=lambda q: q["time_s"])):
-        ax.scatter([p["time_s"]], [p["tta_acc"] * 100], marker="*", s=220, color="black", zorder=4)
-        # labels alternate below and above their stars: neighbours in time do not overprint
-        ax.annotate(p["label"], (p["time_s"], p["tta_acc"] * 100), textcoords="offset points",
-                    xytext=(6, -14 if i % 2 == 0 else 8), fontsize=8)
-    ax.scatter([], [], marker="*", s=120, color="black", label="published (sources' hardware)")
+                   label=f"{record} — {device}, {prec} ({len(rs)} runs)", zorder=3)
     ax.set_xscale("log")
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel("training time, s (timed: whitening + epochs + final TTA; compilation and per-epoch "
-                  "evaluation excluded)", fontsize=8)
-    ax.set_ylabel("test accuracy, % (final: TTA; per epoch: no TTA)")
-    ax.set_title("CIFAR-10 speed records: accuracy vs training time (compare times within one device)",
-                 fontsize=10)
+                  "evaluation excluded)", fontsize=7)
+    ax.set_ylabel("test accuracy, % (final: TTA; per epoch: no TTA)", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+
+
+def plot(runs: Sequence[dict[str, Any]], path: str | Path, published: Sequence[dict[str, Any]] = PUBLISHED) -> Path:
+    """Accuracy (%) versus timed training seconds (log scale) as a PNG with two panels: full
+    CIFAR-10 results with the sources' published points (stars), and subset results (the bundled
+    sample, tiled subsets), which are not comparable with CIFAR-10 figures. Each point group is
+    labelled with record, device and precision.
+
+    Raises:
+      ImportError: matplotlib is not installed (``pip install -e '.[report]'``).
+    """
+    plt = _pyplot()
+    fig, (full_ax, sub_ax) = plt.subplots(1, 2, figsize=(14, 6))
+    _panel(full_ax, plt, [r for r in runs if is_full_cifar10(r)],
+           "full CIFAR-10 (50000 train / 10000 test) and the sources' published figures")
+    for i, p in enumerate(sorted(published, key=lambda q: q["time_s"])):
+        full_ax.scatter([p["time_s"]], [p["tta_acc"] * 100], marker="*", s=220, color="black", zorder=4)
+        # labels alternate below and above their stars: neighbours in time do not overprint
+        full_ax.annotate(p["label"], (p["time_s"], p["tta_acc"] * 100), textcoords="offset points",
+                         xytext=(6, -14 if i % 2 == 0 else 8), fontsize=8)
+    full_ax.scatter([], [], marker="*", s=120, color="black", label="published (sources' hardware)")
+    subset = [r for r in runs if not is_full_cifar10(r)]
+    _panel(sub_ax, plt, subset, "subset results (bundled sample or tiled rows): NOT CIFAR-10 accuracy")
+    if not subset:
+        sub_ax.text(0.5, 0.5, "no subset results", transform=sub_ax.transAxes, ha="center")
+    for ax in (full_ax, sub_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("CIFAR-10 speed records: accuracy vs training time (compare times within one device)", fontsize=10)
     fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -165,13 +194,45 @@ def plot(runs: Sequence[dict[str, Any]], path: str | Path, published: Sequence[d
     return path
 
 
+def curves(run: dict[str, Any], path: str | Path) -> Path:
+    """Training curves of one bench run as a PNG: mean training loss and test accuracy (evaluated
+    model, %, no TTA per epoch; TTA at the last epoch) per epoch, titled with record, device,
+    precision, seed and dataset.
+
+    Raises:
+      ValueError: the run has no per-epoch history; ImportError: no matplotlib.
+    """
+    hist = run.get("history") or []
+    if not hist:
+        raise ValueError(f"run of {run.get('record')!r} seed {run.get('seed')} has no per-epoch history — bench without --no_epoch_eval")
+    plt = _pyplot()
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [h["epoch"] for h in hist]
+    loss_ax.plot(epochs, [h["train_loss"] for h in hist], marker="o")
+    loss_ax.set(xlabel="epoch", ylabel="training loss (mean over the epoch's batches)")
+    pts = [(h["epoch"], stats.epoch_accuracy(h)) for h in hist]
+    pts = [(e, a * 100) for e, a in pts if a is not None]
+    if pts:
+        acc_ax.plot(*zip(*pts), marker="o")
+    acc_ax.set(xlabel="epoch", ylabel="test accuracy, % (last epoch: TTA)")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(True, alpha=0.3)
+    kind = "full CIFAR-10" if is_full_cifar10(run) else "subset (not CIFAR-10 accuracy)"
+    fig.suptitle(f"{run['record']} — {run['device']}, {run.get('precision')}, seed {run['seed']}, {kind}", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
 def run(folder: str | Path = "logs/bench", table: str | Path | None = None, plot_path: str | Path | None = None,
-        log=print) -> dict[str, Any]:
+        curves_record: str | None = None, log=print) -> dict[str, Any]:
     """Read the bench results under ``folder``, print the records table, write it (default
-    ``{folder}/records_table.md``) and the plot (default ``{folder}/accuracy_vs_time.png``).
+    ``{folder}/records_table.md``), the plot (default ``{folder}/accuracy_vs_time.png``) and the
+    training curves (``{folder}/training_curves.png``) of the latest run of ``curves_record``
+    (default: the latest run of all).
 
     Returns:
-      ``{"table": markdown str, "table_path": Path, "plot_path": Path, "runs": int, "summaries": int}``.
+      ``{"table": markdown str, "table_path": Path, "plot_path": Path, "curves_path": Path or None,
+      "runs": int, "summaries": int}``.
 
     Raises:
       ValueError: see :func:`load_results`.
@@ -181,8 +242,14 @@ def run(folder: str | Path = "logs/bench", table: str | Path | None = None, plot
     table_path = Path(table or Path(folder) / "records_table.md")
     table_path.write_text(text + "\n")
     png = plot(runs, plot_path or Path(folder) / "accuracy_vs_time.png")
+    chosen = [r for r in runs if curves_record in (None, r["record"]) and r.get("history")]
+    if curves_record is not None and not chosen:
+        raise ValueError(f"no run of record {curves_record!r} with a history under {folder} — known: "
+                         f"{sorted({r['record'] for r in runs})}")
+    curves_png = curves(chosen[-1], Path(folder) / "training_curves.png") if chosen else None
     if log:
         log(text)
-        log(f"# wrote {table_path} and {png} ({len(summaries)} summaries, {len(runs)} runs)")
-    return {"table": text, "table_path": table_path, "plot_path": png, "runs": len(runs),
+        log(f"# wrote {table_path}, {png}" + (f", {curves_png}" if curves_png else "")
+            + f" ({len(summaries)} summaries, {len(runs)} runs)")
+    return {"table": text, "table_path": table_path, "plot_path": png, "curves_path": curves_png, "runs": len(runs),
             "summaries": len(summaries)}

@@ -28,23 +28,37 @@ def _as_floats(values: Iterable[float], what: str) -> list[float]:
     return out
 
 
-def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict[str, Any]:
+#: The range of an accuracy fraction: ``mean_ci(accs, bounds=ACCURACY_BOUNDS)``.
+ACCURACY_BOUNDS = (0.0, 1.0)
+
+
+def mean_ci(values: Iterable[float], confidence: float = 0.95,
+            bounds: tuple[float, float] | None = None) -> dict[str, Any]:
     """Mean, sample standard deviation and Student-t confidence interval of the mean.
 
     Args:
       values: one number per run (e.g. tta_acc fractions), at least one, all finite.
       confidence: two-sided level in (0, 1).
+      bounds: ``(low, high)`` that the quantity cannot leave, e.g. :data:`ACCURACY_BOUNDS` for
+        accuracy fractions: the interval is clipped to it (a t-interval of a few runs near 100%
+        would otherwise reach past 1). ``None``: no clipping.
 
     Returns:
-      ``{"n", "mean", "std", "ci_low", "ci_high", "ci_half_width", "confidence"}``; with one value
-      ``std`` is 0.0 and the interval bounds are ``None`` (no spread to estimate).
+      ``{"n", "mean", "std", "ci_low", "ci_high", "ci_half_width", "confidence"}``; ``ci_low`` and
+      ``ci_high`` are ``mean ∓ ci_half_width`` clipped to ``bounds``, ``ci_half_width`` is the
+      t-interval's (unclipped); with one value ``std`` is 0.0 and the interval fields are ``None``
+      (no spread to estimate).
 
     Raises:
-      ValueError: no values, a non-finite value, or ``confidence`` outside (0, 1).
+      ValueError: no values, a non-finite value, ``confidence`` outside (0, 1), ``bounds`` with
+        ``low > high``, or a value outside ``bounds``.
     """
     xs = _as_floats(values, "mean_ci")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"mean_ci: confidence must be in (0, 1), got {confidence}")
+    lo, hi = (-math.inf, math.inf) if bounds is None else map(float, bounds)
+    if lo > hi or not all(lo <= x <= hi for x in xs):
+        raise ValueError(f"mean_ci: values {xs} are not within bounds {bounds}")
     n = len(xs)
     mean = statistics.fmean(xs)
     if n == 1:
@@ -52,7 +66,7 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict[str, Any]
                 "ci_half_width": None, "confidence": confidence}
     std = statistics.stdev(xs)  # n - 1 denominator
     half = float(_scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half,
+    return {"n": n, "mean": mean, "std": std, "ci_low": max(lo, mean - half), "ci_high": min(hi, mean + half),
             "ci_half_width": half, "confidence": confidence}
 
 

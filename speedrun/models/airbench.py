@@ -21,7 +21,9 @@ sense (PyTorch ``momentum=0.4``), scale frozen at 1, bias trainable (a
 :class:`~speedrun.models.layers.GhostBatchNorm` without ghost batches). GELU is the exact (erf) form, as
 PyTorch's ``nn.GELU()``. The 3×3 convs have no bias, PyTorch's default init, and then the first
 ``min(c_in, c_out)`` output filters set to the identity (``torch.nn.init.dirac_`` on
-``weight[:c_in]``), an implicit residual: see :func:`dirac_init`.
+``weight[:c_in]``), an implicit residual: see :func:`dirac_init`. The max pools are
+:func:`~speedrun.models.layers.max_pool` (non-overlapping windows, the remainder dropped: 31→15,
+15→7, 7→3, 3→1; flax's values and gradients, with no scatter in the backward pass).
 
 Parameter count at width_mult=1 (hand count, checked in tests/test_airbench.py): 1,971,352
 trainable = convs 1,967,616 (3·3·(24·64 + 64·64 + 64·256 + 3·256·256) = 13,824 + 36,864 + 147,456
@@ -38,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from speedrun.models.layers import GhostBatchNorm, gelu_exact, torch_default_init
+from speedrun.models.layers import GhostBatchNorm, gelu_exact, max_pool, torch_default_init
 from speedrun.models.resnet9 import scaled
 
 
@@ -150,7 +152,7 @@ class AirbenchNet(nn.Module):
 
     def _group(self, x: jax.Array, features: int, train: bool, name: str) -> jax.Array:
         x = self._conv(features, f"{name}_conv1")(x)
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2)
         x = self._bn_gelu(x, train, f"{name}_bn1")
         x = self._conv(features, f"{name}_conv2")(x)
         return self._bn_gelu(x, train, f"{name}_bn2")
@@ -178,7 +180,7 @@ class AirbenchNet(nn.Module):
         x = gelu_exact(x + bias.astype(self.dtype))
         for i, width in enumerate(self.widths):
             x = self._group(x, scaled(width, self.width_mult), train, f"group{i + 1}")
-        x = nn.max_pool(x, (3, 3), strides=(3, 3))
+        x = max_pool(x, 3)
         x = x.reshape(x.shape[0], -1)
         head_init = torch_default_init() if self.head_init_std is None else unit_std_init(self.head_init_std)
         x = nn.Dense(

@@ -4,16 +4,186 @@ Sources:
 - Ghost batch norm: Hoffer, Hubara & Soudry, "Train longer, generalize better" (NeurIPS 2017);
   used with 16 splits of a 512 batch and frozen scale in David Page, "How to train your ResNet 8:
   bag of tricks" (myrtle.ai, 2019), davidcpage/cifar10-fast ``bag_of_tricks.ipynb``.
+- One-pass batch-norm statistics with a shift: Chan, Golub & LeVeque, "Algorithms for computing
+  the sample variance: analysis and recommendations", The American Statistician 37(3), 1983
+  (the "shifted data" algorithm, with a shift near the mean); Flax's ``nn.BatchNorm``
+  (``use_fast_variance=True``) takes the unshifted ``E[x²] − E[x]²`` the same way, in one pass.
+  Its gradient in closed form: Ioffe & Szegedy, "Batch Normalization" (ICML 2015), §3.
+- Max pooling: the values of ``flax.linen.max_pool`` (``lax.reduce_window`` with ``max``); the
+  gradient that XLA's ``SelectAndScatter`` with a ``>=`` select gives it (the first maximum of a
+  window), as JAX differentiates ``reduce_window`` max (``jax._src.lax.windowed_reductions``).
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+#: examples of a group whose centre values, averaged, shift the data in :func:`group_moments`
+SHIFT_SAMPLES = 8
+
+
+def group_moments(groups: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-group, per-channel mean and biased variance from one pass over the data.
+
+    Args:
+      groups: ``(G, n_1, ..., n_k, C)`` (``G`` groups; the statistics are over the axes ``1..k``,
+        ``n = n_1·…·n_k`` values per group and channel; ``k >= 1``), any float dtype.
+
+    Returns:
+      ``(mean, var)``, each ``(G, 1, ..., 1, C)`` float32 (``keepdims``), ``var`` biased (divided
+      by ``n``) and at least 0.
+
+    Method ("shifted data", Chan, Golub & LeVeque 1983): with a shift ``K`` per group and
+    channel (below; not differentiated) and ``d = x − K`` in
+    float32, one fused reduction takes ``S1 = Σd`` and ``S2 = Σd²`` in float32; then
+    ``mean = K + S1/n`` and ``var = max(S2/n − (S1/n)², 0)``. The plain ``E[x²] − E[x]²`` loses
+    the digits of ``var`` that the square of a large mean takes (relative error of order
+    ``u·mean²/var``, ``u = 2⁻²⁴`` the float32 unit roundoff); the shift makes that
+    ``u·(1 + (mean − K)²/var)``. ``K`` is the mean of :data:`SHIFT_SAMPLES` values, the centre
+    value of each of the group's first examples (``groups[:, :s, n_2 // 2, ..., n_k // 2, :]``
+    averaged over its ``s = min(SHIFT_SAMPLES, n_1)`` examples; for images the middle pixel,
+    away from the convolutions' zero padding, whose border values can sit far from the mean):
+    an estimate of the mean from ``s`` values, a small reduction of its own. (With a single value
+    as the shift, or none, the larger rounding makes runs on 1 and 8 devices, which sum in
+    different orders, drift apart within tests/test_parallel.py's few steps.)
+    """
+    axes = tuple(range(1, groups.ndim - 1))
+    if not axes:
+        raise ValueError(f"group_moments needs (G, n..., C) with at least one statistics axis; got {groups.shape}")
+    n = math.prod(groups.shape[a] for a in axes)
+    centre = (slice(None), slice(0, SHIFT_SAMPLES)) + tuple(
+        slice(groups.shape[a] // 2, groups.shape[a] // 2 + 1) for a in axes[1:])
+    xf = groups.astype(jnp.float32)
+    shift = jax.lax.stop_gradient(xf[centre].mean(axis=1, keepdims=True))
+    d = xf - shift
+    s1 = d.sum(axis=axes, keepdims=True)
+    s2 = jnp.square(d).sum(axis=axes, keepdims=True)
+    m = s1 * (1.0 / n)
+    var = jnp.maximum(s2 * (1.0 / n) - jnp.square(m), 0.0)
+    return shift + m, var
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def normalize_groups(groups: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Batch normalisation of each group: ``((x − mean) / sqrt(var + epsilon), mean, var)``.
+
+    Args:
+      groups: ``(G, n_1, ..., n_k, C)``, any float dtype (see :func:`group_moments`).
+      epsilon: added to the variance.
+
+    Returns:
+      ``y`` float32 of ``groups``' shape, and ``mean``, ``var`` ``(G, 1, ..., 1, C)`` float32
+      (:func:`group_moments`: one pass).
+
+    The gradient is batch norm's in closed form (Ioffe & Szegedy 2015, §3; the two sums are
+    PyTorch's ``sum_dy`` and ``sum_dy_xmu`` of ``batch_norm_backward_reduce``), one fused float32
+    reduction of ``Σg`` and ``Σg·(x − mean)`` over the same data, then one elementwise pass:
+    ``dx = r·(g − Σg/n) − r³·(x − mean)·Σg·(x − mean)/n`` with ``r = 1/sqrt(var + epsilon)``
+    (plus ``ḡ_mean/n + 2(x − mean)·ḡ_var/n`` for cotangents of the returned statistics),
+    in ``groups``' dtype. It is taken about the mean, not the shift, so its rounding does not
+    depend on how far the shift is from the mean.
+    """
+    y, mean, var, _ = _normalize_fwd_values(groups, epsilon)
+    return y, mean, var
+
+
+def _normalize_fwd_values(groups, epsilon):
+    mean, var = group_moments(groups)
+    r = jax.lax.rsqrt(var + epsilon)
+    return (groups.astype(jnp.float32) - mean) * r, mean, var, r
+
+
+def _normalize_fwd(groups, epsilon):
+    y, mean, var, r = _normalize_fwd_values(groups, epsilon)
+    return (y, mean, var), (groups, mean, r)
+
+
+def _normalize_bwd(epsilon, res, cts):
+    groups, mean, r = res
+    g_y, g_mean, g_var = cts
+    axes = tuple(range(1, groups.ndim - 1))
+    n = math.prod(groups.shape[a] for a in axes)
+    xc = groups.astype(jnp.float32) - mean
+    g_y = g_y.astype(jnp.float32)
+    sum_g = g_y.sum(axis=axes, keepdims=True)
+    sum_gx = (g_y * xc).sum(axis=axes, keepdims=True)
+    offset = (g_mean - r * sum_g) * (1.0 / n)  # per group and channel
+    slope = (2.0 * g_var - r * r * r * sum_gx) * (1.0 / n)
+    return ((r * g_y + offset + slope * xc).astype(groups.dtype),)
+
+
+normalize_groups.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+def max_pool(x: jax.Array, window: int | tuple[int, int]) -> jax.Array:
+    """Max pooling of ``(B, H, W, C)`` over non-overlapping ``kh × kw`` windows (stride = window,
+    no padding): output ``(B, H // kh, W // kw, C)`` in ``x``'s dtype (float32, bfloat16,
+    float16), the last ``H % kh`` rows and ``W % kw`` columns dropped, as
+    ``flax.linen.max_pool(x, (kh, kw), strides=(kh, kw))`` (31→15, 3→1).
+
+    Its values are flax's. Forward: reshape to ``(B, H/kh, kh, W/kw, kw, C)`` and reduce the max
+    over the two window axes. Backward: a compare and select, no ``select_and_scatter_add``:
+    each window's output cotangent goes, whole, to the window's *first* maximal element in
+    row-major window order (lowest row, then lowest column), and 0 to the others and to the
+    dropped remainder. That is exactly flax's gradient, ties included (JAX transposes
+    ``reduce_window`` max into ``select_and_scatter_add`` with a ``>=`` select, which keeps the
+    first maximum); so every window's gradient sums to its cotangent. (``jnp.max``'s own
+    gradient instead splits the cotangent equally among the tied maxima.) A window whose maximum
+    is NaN passes no gradient.
+
+    Args:
+      x: ``(B, H, W, C)`` array, ``H >= kh`` and ``W >= kw``.
+      window: ``k`` (a ``k × k`` window) or ``(kh, kw)``.
+
+    Raises:
+      ValueError: ``x`` not 4-D, or a window that is not positive or larger than the image.
+    """
+    kh, kw = (window, window) if isinstance(window, int) else tuple(window)
+    if x.ndim != 4 or kh < 1 or kw < 1 or x.shape[1] < kh or x.shape[2] < kw:
+        raise ValueError(f"max_pool needs (B, H, W, C) with H >= kh >= 1, W >= kw >= 1; "
+                         f"got shape {x.shape}, window {(kh, kw)}")
+    return _max_pool(x, kh, kw)
+
+
+def _windows(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    """``(B, H, W, C)`` -> ``(B, H // kh, kh, W // kw, kw, C)``, remainder cropped."""
+    b, h, w, c = x.shape
+    ho, wo = h // kh, w // kw
+    return x[:, :ho * kh, :wo * kw, :].reshape(b, ho, kh, wo, kw, c)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    return _windows(x, kh, kw).max(axis=(2, 4))
+
+
+def _max_pool_fwd(x, kh, kw):
+    y = _max_pool(x, kh, kw)
+    return y, (x, y)
+
+
+def _max_pool_bwd(kh, kw, res, g):
+    x, y = res
+    xw = _windows(x, kh, kw)
+    # position of each element in its window, row-major; the first maximum has the least
+    pos = (jnp.arange(kh, dtype=jnp.int32)[:, None] * kw + jnp.arange(kw, dtype=jnp.int32)).reshape(1, 1, kh, 1, kw, 1)
+    cand = jnp.where(xw == y[:, :, None, :, None, :], pos, kh * kw)  # kh·kw: not a maximum
+    first = pos == cand.min(axis=(2, 4), keepdims=True)  # no element in a NaN window
+    dxw = jnp.where(first, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
+    b, h, w, c = x.shape
+    dx = dxw.reshape(b, y.shape[1] * kh, y.shape[2] * kw, c)
+    dx = jnp.pad(dx, ((0, 0), (0, h - dx.shape[1]), (0, w - dx.shape[2]), (0, 0)))
+    return (dx.astype(x.dtype),)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class GhostBatchNorm(nn.Module):
@@ -24,7 +194,9 @@ class GhostBatchNorm(nn.Module):
 
     Training (``use_running_average=False``): the batch is cut into ``B // ghost_batch_size``
     consecutive groups; each is normalised by its own mean and biased variance over
-    (group, H, W). Running statistics are updated once per call, PyTorch-style, with the mean over
+    (group, H, W), both from one pass over the group, and so is the gradient
+    (:func:`normalize_groups`: float32 sums of the shifted values and of their squares; backward,
+    of ``g`` and ``g·(x − mean)``). Running statistics are updated once per call, PyTorch-style, with the mean over
     groups of the group means and of the group *unbiased* variances (what Page's PyTorch
     ``GhostBatchNorm`` accumulates and then averages over splits):
     ``running = momentum * running + (1 - momentum) * batch_value`` — ``momentum`` is in Flax's
@@ -70,11 +242,10 @@ class GhostBatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
         out_dtype = self.dtype or x.dtype
-        xf = x.astype(jnp.float32)
 
         if use_running_average:
             mean, var = ra_mean.value, ra_var.value
-            y = (xf - mean) * jax.lax.rsqrt(var + self.epsilon)
+            y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.epsilon)
         else:
             batch = x.shape[0]
             g = self.ghost_batch_size or batch
@@ -84,11 +255,8 @@ class GhostBatchNorm(nn.Module):
                     f"ghost_batch_size={g}; pick a batch size (per device) that is a multiple of "
                     f"it, or set config.model.ghost_batch_size to a divisor of {batch}."
                 )
-            groups = xf.reshape((batch // g, g) + x.shape[1:])
-            axes = tuple(range(1, groups.ndim - 1))
-            mean = groups.mean(axis=axes, keepdims=True)
-            var = jnp.square(groups - mean).mean(axis=axes, keepdims=True)
-            y = ((groups - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+            y, mean, var = normalize_groups(x.reshape((batch // g, g) + x.shape[1:]), self.epsilon)
+            y = y.reshape(x.shape)
             if not self.is_initializing():
                 n = g * math.prod(x.shape[1:-1])
                 unbiased = var * (n / max(n - 1, 1))

@@ -14,7 +14,8 @@ Layout, NHWC, widths at ``width_mult=1``::
 
 Every BN is a :class:`~speedrun.models.layers.GhostBatchNorm` (groups of 32, eps 1e-5, Flax momentum 0.9
 = PyTorch 0.1, scale frozen at 1, bias trainable); CELU has alpha 0.3; convs have no bias and
-PyTorch's default init.
+PyTorch's default init. The max pools are :func:`~speedrun.models.layers.max_pool` (non-overlapping
+windows; flax's values and gradients, with no scatter in the backward pass).
 
 Parameter count at width_mult=1 (hand count, checked in tests/test_model.py): 6,570,880 trainable
 params = convs 6,563,520 (1,728 + 73,728 + 2·147,456 + 294,912 + 1,179,648 + 2·2,359,296) + BN
@@ -30,7 +31,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from speedrun.models.layers import GhostBatchNorm, torch_default_init
+from speedrun.models.layers import GhostBatchNorm, max_pool, torch_default_init
+
+
+#: ``model.activation`` values: Page's CELU (the record) or ReLU (his baseline)
+ACTIVATIONS = ("celu", "relu")
 
 
 def scaled(channels: int, width_mult: float) -> int:
@@ -63,6 +68,14 @@ class ResNet9(nn.Module):
       num_classes, celu_alpha, logit_scale: 10, 0.3, 1/16 in Page's recipe.
       ghost_batch_size, bn_momentum, bn_eps: ghost batch norm settings (32, 0.9, 1e-5).
       whiten_patch_size: k of the k×k whitening conv (3), giving k·k·3 whitening channels.
+      whiten, activation, bn_scale: the record's tricks, switchable for Page's ablation
+        (notebooks/bag_of_tricks): ``whiten=False`` replaces the frozen whitening conv and the 1×1
+        prep conv by a learned 3×3 prep conv (his baseline), no ``constants`` then; ``activation``
+        ``"celu"`` (record) or ``"relu"``; ``bn_scale=True`` learns the BN scales (frozen at 1 in
+        the record).
+
+    Raises (at trace time):
+      ValueError: unknown ``activation``.
       dtype: compute dtype of convs, matmuls and activations (the precision seam; BN statistics
         and logits stay float32).
     """
@@ -75,6 +88,9 @@ class ResNet9(nn.Module):
     bn_momentum: float = 0.9
     bn_eps: float = 1e-5
     whiten_patch_size: int = 3
+    whiten: bool = True
+    activation: str = "celu"
+    bn_scale: bool = False
     dtype: Any = jnp.float32
 
     def _conv(self, features: int, kernel: int, name: str) -> nn.Conv:
@@ -86,14 +102,16 @@ class ResNet9(nn.Module):
     def _bn_act(self, x: jax.Array, train: bool, name: str) -> jax.Array:
         x = GhostBatchNorm(
             ghost_batch_size=self.ghost_batch_size, momentum=self.bn_momentum,
-            epsilon=self.bn_eps, use_scale=False, dtype=self.dtype, name=name,
+            epsilon=self.bn_eps, use_scale=self.bn_scale, dtype=self.dtype, name=name,
         )(x, use_running_average=not train)
-        return jax.nn.celu(x, alpha=self.celu_alpha)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"model.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        return jax.nn.celu(x, alpha=self.celu_alpha) if self.activation == "celu" else jax.nn.relu(x)
 
     def _conv_bn(self, x, features, train, name, pool=False):
         x = self._conv(features, 3, f"{name}_conv")(x)
         if pool:
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool(x, 2)
         return self._bn_act(x, train, f"{name}_bn")
 
     def _residual(self, x, train, name):
@@ -106,22 +124,23 @@ class ResNet9(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         k = self.whiten_patch_size
         w = lambda c: scaled(c, self.width_mult)  # noqa: E731
-        whiten = self.variable(
-            "constants", "whiten_kernel", lambda: jnp.zeros((k, k, 3, k * k * 3), jnp.float32)
-        )
         x = x.astype(self.dtype)
-        x = jax.lax.conv_general_dilated(
-            x, whiten.value.astype(self.dtype), (1, 1), "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
-        x = self._conv(w(64), 1, "prep_conv")(x)
+        if self.whiten:
+            whiten = self.variable(
+                "constants", "whiten_kernel", lambda: jnp.zeros((k, k, 3, k * k * 3), jnp.float32)
+            )
+            x = jax.lax.conv_general_dilated(
+                x, whiten.value.astype(self.dtype), (1, 1), "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+        x = self._conv(w(64), 1 if self.whiten else 3, "prep_conv")(x)
         x = self._bn_act(x, train, "prep_bn")
         x = self._conv_bn(x, w(128), train, "layer1", pool=True)
         x = self._residual(x, train, "layer1")
         x = self._conv_bn(x, w(256), train, "layer2", pool=True)
         x = self._conv_bn(x, w(512), train, "layer3", pool=True)
         x = self._residual(x, train, "layer3")
-        x = nn.max_pool(x, (4, 4), strides=(4, 4))
+        x = max_pool(x, 4)
         x = x.reshape(x.shape[0], -1)
         x = nn.Dense(
             self.num_classes, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,

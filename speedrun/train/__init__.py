@@ -3,4 +3,4 @@ gradient, update, averaging — start reading here), ``epoch`` (the scanned, sha
 ``experiment`` (compile once, run any number of seeds; one logged run)."""
 
 from speedrun.train.experiment import Experiment, train_and_evaluate  # noqa: F401
-from speedrun.train.state import TrainState, init_state  # noqa: F401
+from speedrun.train.state import DivergenceError, TrainState, init_state  # noqa: F401

@@ -51,7 +51,9 @@ def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Deri
     net is set to the average at the end of every epoch (airbench's ``update(net, decay=1.0)``).
 
     Returns the replicated state and the epoch's metrics, float32 scalars: mean training ``loss`` and
-    ``acc`` over its steps; under float16 also ``skipped`` and ``loss_scale``.
+    ``acc`` over its steps; under float16 also ``skipped`` and ``loss_scale``; and ``health``, the
+    state's health record at the epoch's end with ``step`` (int32 ``state.step``) added
+    (:func:`speedrun.train.state.check_health` reads it; absent when the state tracks none).
 
     Raises:
       ValueError: random and alternating flips both on, EMA and lookahead both on.
@@ -83,7 +85,10 @@ def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Deri
         if reset_to_average:
             state = state.replace(params=jax.tree.map(jnp.copy, state.ema["params"]),
                                   batch_stats=jax.tree.map(jnp.copy, state.ema["batch_stats"]))
-        return state, summarize_active(metrics)
+        out = summarize_active(metrics)
+        if state.health is not None:  # read by the host once per epoch (check_health)
+            out["health"] = {**state.health, "step": state.step}
+        return state, out
 
     rep, rows = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(axis)
     return jax.shard_map(epoch, mesh=mesh, in_specs=(rep, rep, rows, rows, rep, rep), out_specs=(rep, rep))

@@ -9,7 +9,6 @@ evaluation is paused out of it.
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ from speedrun.measure import flops, runlog
 from speedrun.models import get_model
 from speedrun.system import parallel, precision
 from speedrun.train.epoch import make_train_epoch
-from speedrun.train.state import TrainState, constants_fn, init_state
+from speedrun.train.state import TrainState, check_health, constants_fn, init_state
 
 TABLE_COLUMNS = [("epoch", "d"), ("train_loss", ".4f"), ("train_acc", ".4f"), ("test_acc", ".4f"),
                  ("tta_acc", ".4f"), ("elapsed_s", ".2f")]
@@ -52,6 +51,9 @@ class Experiment:
         (images ``(N, 32, 32, 3) uint8``, labels ``(N,) int32``); default: load ``config.data.path``.
         In a multi-host run every process passes the same arrays and transfers only its rows.
       mesh: the 1-D ``data`` mesh (default :func:`speedrun.system.parallel.make_mesh`: every device).
+      model: a Flax module to train instead of ``config.model``'s (your own network in the record's
+        loop): ``apply(variables, x (B, 32, 32, 3) float32, train=bool, mutable=[...], rngs=...) ->
+        (B, 10)`` logits, with a ``batch_stats`` collection (it may be empty).
 
     Attributes: ``derived`` (:class:`speedrun.config.Derived`), ``steps_per_epoch``, ``mesh``,
     ``num_devices``, ``policy``, ``model``, ``tx``, ``lr_schedule``, ``compile_time_s``,
@@ -64,7 +66,7 @@ class Experiment:
     """
 
     def __init__(self, config: ml_collections.ConfigDict, arrays: tuple | None = None,
-                 mesh: jax.sharding.Mesh | None = None):
+                 mesh: jax.sharding.Mesh | None = None, model=None):
         self.config = config
         self.mesh = parallel.make_mesh() if mesh is None else mesh
         self.num_devices = self.mesh.size
@@ -74,7 +76,7 @@ class Experiment:
         self.dataset = cifar10.dataset_name(x_train, x_test)
         self.n_train, self.n_test = len(x_train), len(x_test)
         self.policy = precision.resolve(config.precision)
-        self.model = get_model(config.model, self.policy.compute_dtype)
+        self.model = get_model(config.model, self.policy.compute_dtype) if model is None else model
         self.tx, self.lr_schedule = optim.make_optimizer(config.optimizer, self.derived)
         self.normalize = augment.normalizer(config.data.get("mean", cifar10.CIFAR10_MEAN),
                                             config.data.get("std", cifar10.CIFAR10_STD))
@@ -178,19 +180,26 @@ class Experiment:
         return self.result(seed, timed, final, history)
 
     def epoch_row(self, e: int, metrics: dict, timed: float) -> dict[str, Any]:
-        """The table row of 0-based epoch ``e`` from its metrics (host floats), checked.
+        """The table row of 0-based epoch ``e`` from its metrics (read to the host once per epoch),
+        checked for divergence (:func:`speedrun.train.state.check_health`: the health record the
+        epoch carried on the device, the float16 skipped share, the mean loss).
 
         Raises:
-          FloatingPointError: the epoch's mean training loss is not finite.
+          speedrun.train.state.DivergenceError (a ``FloatingPointError``): the run diverged; the
+            message names the epoch, the step, the loss, the last finite loss and the fix.
         """
         row = {"epoch": e + 1, "train_loss": float(metrics["loss"]), "train_acc": float(metrics["acc"]),
                "elapsed_s": timed}
-        if not math.isfinite(row["train_loss"]):
-            raise FloatingPointError(f"training loss became {row['train_loss']} in epoch {e + 1} — lower the "
-                                     "learning rate (config.optimizer) or use --config.precision=float32")
         if self.policy.loss_scaling:
             row.update(loss_scale=float(metrics["loss_scale"]), skipped=float(metrics["skipped"]))
+        health = jax.device_get(metrics["health"]) if "health" in metrics else None
+        check_health(e + 1, health and {k: v.item() for k, v in health.items()}, row["train_loss"],
+                     row.get("skipped"), self._epoch_steps(e), self.policy.name)
         return row
+
+    def _epoch_steps(self, e: int) -> int:
+        """Steps of 0-based epoch ``e`` (the last one may stop early: airbench94's 9.9 epochs)."""
+        return min(self.steps_per_epoch, self.derived.total_steps - e * self.steps_per_epoch)
 
     def result(self, seed: int, timed: float, final: dict, history: list[dict]) -> dict[str, Any]:
         """The result dict of one run (README, "What a run prints", names every field and unit)."""
@@ -224,19 +233,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
     Prints, and writes to ``{workdir}/{record}_{UTC timestamp}.log``, what reproduces the run
     (:meth:`speedrun.measure.runlog.RunLog.header`: commit, the record file ``record_file``'s text,
     the resolved config, versions, devices), the compile time, a per-epoch table and a final line of
-    JSON (README, "What a run prints"). A failed run's log ends with its error.
+    JSON (README, "What a run prints"). A failed run's log ends with its error. With
+    ``config.checkpoint_dir`` the run is saved there (:mod:`speedrun.checkpoint`; off the clock) and,
+    if the folder holds an unfinished checkpoint of the same config, continued after its latest
+    epoch (``train_time_s`` and ``images_per_s`` then cover only the epochs this call ran;
+    ``result["resumed_after_epochs"]``, else ``None``); ``result["checkpoint"]`` is the final step
+    folder (``None`` without ``checkpoint_dir``).
 
     Args:
       config: a record config; workdir: folder of the log (``None``: print only); record_file: the
         record's path, for the log.
 
     Raises:
-      speedrun.config.ConfigError, speedrun.data.DataError: see :class:`Experiment`.
+      speedrun.config.ConfigError, speedrun.data.DataError: see :class:`Experiment` and
+        :func:`speedrun.checkpoint.resume_step` (a checkpoint folder of another or a finished run).
       FloatingPointError: the training loss became NaN or infinite.
     """
+    from speedrun import checkpoint  # noqa: PLC0415 (orbax loads only when checkpoints are used)
+
     log = runlog.RunLog(workdir, config.name)
     log.header(config, record_file)
     try:
+        resume = checkpoint.resume_step(config)  # before compiling: a wrong folder fails at once
         exp = Experiment(config)
         d = exp.derived
         log.write(f"# data {exp.dataset}: {exp.n_train} train, {exp.n_test} test images; "
@@ -246,10 +264,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
                   f"precision {exp.policy.name}")
         times = ", ".join(f"{k} {v:.2f}" for k, v in exp.compile_times.items())
         log.write(f"# compile {exp.compile_time_s:.2f} s ({times}); excluded from train_time_s")
-        result = exp.run(config.seed, log)
+        start = None
+        if resume is not None:
+            start = (checkpoint.restore(config.checkpoint_dir, exp, resume)[0], resume)
+            log.write(f"# resumed from {config.checkpoint_dir}/{resume} ({resume} of {config.epochs} epochs done)")
+        result = exp.run(config.seed, log, start=start, on_epoch_end=checkpoint.saver(exp, config.seed))
     except Exception as err:
         log.write(f"# error: {type(err).__name__}: {err}")
         raise
     result["log"] = str(log.path) if log.path else None
+    result["checkpoint"] = checkpoint.step_dir(config, config.epochs)
+    result["resumed_after_epochs"] = resume
+    if resume:  # the clock ran over the epochs after the checkpoint only
+        ran = (d.total_steps - resume * d.steps_per_epoch) * d.batch_size
+        result["images_per_s"] = round(ran / result["train_time_s"], 1)
     log.write(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return result

@@ -15,6 +15,7 @@ import optax
 
 from speedrun.optim import ema as ema_lib, lookahead as lookahead_lib
 from speedrun.system import parallel, precision
+from speedrun.train import state as state_lib
 from speedrun.train.state import TrainState
 
 
@@ -40,7 +41,9 @@ def train_step(state: TrainState, constants: dict, x: jax.Array, y: jax.Array, k
 
     Float16 (``state.loss_scale`` a ``DynamicScale``): a step with non-finite gradients is skipped
     (the state but ``loss_scale`` stays, the step counter included) and the scale halved; the
-    metrics then also hold ``finite`` (bool) and ``loss_scale`` (float32).
+    metrics then also hold ``finite`` (bool) and ``loss_scale`` (float32). The state's health
+    record (divergence check) is updated on the device (:func:`with_health`); a skipped step is not
+    checked.
 
     Returns ``(state, {"loss", "acc"})``, float32 scalars of this batch before the update.
     """
@@ -62,9 +65,17 @@ def train_step(state: TrainState, constants: dict, x: jax.Array, y: jax.Array, k
                         opt_state=opt_state, ema=ema)
     metrics = {"loss": loss, "acc": parallel.pmean(jnp.mean(logits.argmax(-1) == y), axis_name)}
     if loss_scale is None:
-        return new, metrics
+        return with_health(new, loss, state.step, finite), metrics
     new = precision.keep_if_finite(finite, new.replace(loss_scale=loss_scale), state.replace(loss_scale=loss_scale))
-    return new, {**metrics, "finite": finite, "loss_scale": loss_scale.scale}
+    return with_health(new, loss, state.step, finite), {**metrics, "finite": finite, "loss_scale": loss_scale.scale}
+
+
+def with_health(state: TrainState, loss: jax.Array, step: jax.Array, applied: jax.Array) -> TrainState:
+    """``state`` with its health record updated by this step (:func:`speedrun.train.state.update_health`:
+    float32 ``loss``, int32 ``step`` before it, bool ``applied``); unchanged when it tracks none."""
+    if state.health is None:
+        return state
+    return state.replace(health=state_lib.update_health(state.health, loss, step, applied))
 
 
 def averaging(config: ml_collections.ConfigDict, steps_per_epoch: int | None = None,
@@ -73,7 +84,8 @@ def averaging(config: ml_collections.ConfigDict, steps_per_epoch: int | None = N
     ``net`` ``{"params", "batch_stats"}`` pytrees and ``step`` the int32 index of the step just
     taken (0 for the first).
 
-    - ``config.ema.enabled``: Page's EMA (:func:`speedrun.optim.ema.ema_update`), the net unchanged;
+    - ``config.ema.enabled``: Page's EMA (:func:`speedrun.optim.ema.ema_update`), debiased unless
+      ``config.ema.debias`` is False, the net unchanged;
     - ``config.lookahead.enabled``: airbench's lookahead (:func:`speedrun.optim.lookahead.update`
       with ``count = step + 1``), which writes the average back into the net on update steps;
     - neither: the average is the net.
@@ -87,8 +99,9 @@ def averaging(config: ml_collections.ConfigDict, steps_per_epoch: int | None = N
         raise ValueError("config.ema.enabled and config.lookahead.enabled are exclusive (both write the "
                          "evaluated model) — disable one, e.g. --config.ema.enabled=False")
     if use_ema:
+        debias = config.ema.get("debias", True)
         return lambda avg, net, step: (
-            ema_lib.ema_update(avg, net, step, config.ema.momentum, config.ema.every), net)
+            ema_lib.ema_update(avg, net, step, config.ema.momentum, config.ema.every, debias), net)
     if la is not None and la.enabled:
         if steps_per_epoch is None or total_steps is None:
             raise ValueError("lookahead needs steps_per_epoch and total_steps (speedrun.config.derived)")

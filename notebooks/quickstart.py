@@ -1,0 +1,110 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # speedrun quickstart: train airbench94_muon, evaluate, bench
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/speedrun/blob/main/notebooks/quickstart.ipynb)
+#
+# Two scales from one parameter: `SCALE = "full"` (a GPU and full CIFAR-10, downloaded and
+# md5-checked) trains the pinned record; `SCALE = "smoke"` (a CPU, the bundled real CIFAR-10
+# sample, seconds) trains it shrunk by `speedrun.config.smoke`. **Smoke-scale accuracies are
+# sample figures, not CIFAR-10 accuracy.**
+
+# %%
+# Colab only: clone this repository and install it (does nothing elsewhere). The one place its URL is written.
+REPO_URL = "https://github.com/OWNER/speedrun"
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run(["git", "clone", "--depth=1", REPO_URL, "/content/speedrun"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/speedrun[report]"], check=True)
+    sys.path.insert(0, "/content/speedrun")
+
+# %% tags=["parameters"]
+SCALE = "smoke"  # "full": GPU + full CIFAR-10; "smoke": CPU + the bundled sample
+SEEDS = 2  # runs of the multi-seed bench (use 10+ at full scale)
+
+# %%
+from speedrun.system import env
+
+env.configure()  # XLA flags before JAX starts (what ./run.sh does)
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+
+import speedrun
+from speedrun.data import load_cifar10
+from speedrun.measure import bench, report, runlog
+
+print("device:", runlog.device_description(), "| jax", jax.__version__, "| scale:", SCALE)
+
+# %%
+config = speedrun.load_record("airbench94_muon")
+if SCALE == "smoke":
+    config = speedrun.smoke(config, epochs=3)  # width 1/8, batch 256
+    data = load_cifar10("sample")
+    data = (data[0][:2048], data[1][:2048], data[2], data[3])  # 8 steps an epoch: a short compile on a CPU
+else:
+    data = load_cifar10(None)  # $SPEEDRUN_DATA or the user cache; downloads CIFAR-10 once
+print(f"{config.name}: {config.epochs} epochs of batch {config.batch_size}, width {config.model.width_mult}, "
+      f"{len(data[0])} training images")
+
+# %% [markdown]
+# ## Train once and plot loss and accuracy per epoch
+
+# %%
+result = speedrun.fit(config, data=data, seed=0)
+hist = result.history
+fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
+a.plot([h["epoch"] for h in hist], [h["train_loss"] for h in hist], marker="o")
+a.set(xlabel="epoch", ylabel="training loss")
+b.plot([h["epoch"] for h in hist], [100 * h["test_acc"] for h in hist], marker="o")
+b.set(xlabel="epoch", ylabel="test accuracy, % (no TTA)")
+fig.suptitle(f"{config.name} on {result.metrics['dataset']}, {result.metrics['device']}")
+plt.show()
+print({k: result.metrics[k] for k in ("acc", "tta_acc", "train_time_s", "compile_time_s", "images_per_s")})
+
+# %% [markdown]
+# ## Evaluate with and without test-time augmentation
+
+# %%
+x_test, y_test = data[2], data[3]
+for level in (0, 1, 2):
+    logits = speedrun.predict(result, x_test, tta_level=level)
+    print(f"tta_level {level}: test accuracy {np.mean(logits.argmax(-1) == y_test):.4f}")
+
+# %% [markdown]
+# ## A multi-seed bench (compiled once) and its table
+
+# %%
+runs, summary = bench.run(config, SEEDS, arrays=data, log=print)
+print(bench.format_summary(summary))
+
+# %% [markdown]
+# ## Where the result stands
+# Published full-CIFAR-10 figures of the sources (their hardware) on the left; this run on the
+# right, in its own panel when it is a sample run: the two are not comparable.
+
+# %%
+fig, (pub, ours) = plt.subplots(1, 2, figsize=(10, 3.5))
+for p in report.PUBLISHED:
+    pub.scatter(p["time_s"], 100 * p["tta_acc"], marker="*", s=120)
+    pub.annotate(p["label"], (p["time_s"], 100 * p["tta_acc"]), fontsize=7)
+pub.set(xscale="log", xlabel="seconds", ylabel="tta accuracy, %", title="published, full CIFAR-10")
+ours.scatter([r["train_time_s"] for r in runs], [100 * r["tta_acc"] for r in runs])
+kind = "full CIFAR-10" if report.is_full_cifar10(runs[0]) else "bundled sample: NOT CIFAR-10 accuracy"
+ours.set(xlabel="seconds", ylabel="tta accuracy, %", title=f"this notebook ({kind})")
+fig.tight_layout()
+plt.show()
