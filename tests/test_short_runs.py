@@ -45,7 +45,9 @@ def test_short_run_ema_is_within_a_few_points_of_the_raw_model(short_run):
     ema, page_acc, init_acc = _acc(exp, state.ema, constants), _acc(exp, page, constants), _acc(exp, start, constants)
     msg = f"raw {raw:.3f}, debiased EMA {ema:.3f}, Page's EMA {page_acc:.3f}, init {init_acc:.3f}"
     print(msg)  # shown with pytest -s
-    assert raw > 0.15, msg  # the raw model learned (chance 0.10)
+    # the raw model learned: chance is 0.10 with sd 0.0094 on the 1017 test images, 0.12 is > 2 sd above;
+    # measured 0.176 (python 3.11, jax 0.10.2) and 0.138 (python 3.12, jax 0.12), 2-core CPU, sample
+    assert raw > 0.12, msg
     assert ema >= raw - FEW_POINTS, msg
     # the bug this guards against: Page's EMA of a short run is mostly the initial weights, clearly
     # behind the debiased one (measured, 2-core CPU, sample: 0.134 vs 0.257; raw 0.176)
