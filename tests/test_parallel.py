@@ -10,8 +10,12 @@ consecutive examples on one device), the same seed and init, 3 steps (one per ep
 training images padded to 104 rows for 8 devices) on a mesh of 8 CPU devices and on a mesh of 1.
 Same global batches, same per-example augmentation, same ghost groups: the runs may differ only by
 the order of floating-point reductions (the gradient all-reduce). Tolerance: per-step losses within
-1e-5 relative, final params within 1e-4 · max|param| absolute (measured: see the assertion
-messages; float32 rounding is ~6e-8 relative per operation, amplified over 3 steps with lr up to 1).
+1e-5 relative; params after each step, both devices counts started from the same state (the
+1-device trajectory's), within 1e-5 · max|param| absolute. The params at the end of the 3 steps are
+not compared: this trajectory (Page's batch-norm bias learning rate, 64 × up to 0.4, on 3 steps) is
+ill-conditioned — a rounding-sized change of the init (× (1 + 1e-7·z) or 1e-6·z) moves the final
+params by 1.6e-4 to 2.6e-3 on one device, on jax 0.10 and 0.12 alike, so an end-to-end tolerance
+would test luck in the reduction order, not the data parallelism (measured; see the closing note).
 """
 
 import importlib.util
@@ -143,21 +147,19 @@ def test_shardings_are_as_documented(worker):
     assert s["epoch_in_specs"][5] in ([], ["P()"])
 
 
-@pytest.mark.xfail(tuple(int(p) for p in __import__("jax").__version__.split(".")[:2]) >= (0, 11),
-                   reason="jax 0.11+ (python 3.12): final params of 8 devices and 1 differ by ~2e-3 "
-                          "(tolerance 1e-4·max|param|) since this session's layer changes; losses still "
-                          "agree to 1e-5 — open, see the closing note", strict=False)
 def test_eight_devices_match_one_device(worker):
     l8, l1 = np.array(worker["loss8"]), np.array(worker["loss1"])
     assert len(l8) == 3
     np.testing.assert_allclose(l8, l1, rtol=1e-5, err_msg=f"losses 8 dev {l8} vs 1 dev {l1}")
     # the run() of the Experiment (8 devices) follows the same trajectory
     np.testing.assert_allclose(worker["run8_losses"], l1, rtol=1e-5)
-    tol = 1e-4 * worker["param_absmax"]
-    assert worker["param_maxdiff"] <= tol, (worker["param_maxdiff"], tol)
+    # each step from the same state: 8 devices and 1 device give the same params to rounding
+    # (measured max 6.3e-7 on jax 0.12, 4.3e-7 on 0.10, max|param| ~1)
+    step_diff = max(worker["param_maxdiff_per_step"])
+    assert step_diff <= 1e-5 * worker["param_absmax"], worker["param_maxdiff_per_step"]
     assert worker["stats_maxdiff"] <= 1e-4 * worker["stats_absmax"]
     # the data sharding really changed something: params moved away from the init
-    assert worker["param_change"] > 100 * worker["param_maxdiff"]
+    assert worker["param_change"] > 1000 * step_diff
     assert abs(worker["acc8"] - worker["acc1"]) <= 1 / worker["n_test"] + 1e-9
 
 
@@ -299,13 +301,13 @@ def _worker() -> dict:
          "epoch_in_specs": [sorted({str(sh.spec) for sh in jax.tree.leaves(arg)})
                             for arg in exp.epoch.input_shardings[0]]}
 
-    def trajectory(epoch_fn, mesh, xs, ys):
+    def trajectory(epoch_fn, mesh, xs, ys, start=init, epochs=cfg.epochs):
         rep = parallel.replicated(mesh)
         # fresh buffers: the epoch donates the state, and device_get leaves PRNG key arrays on device
-        state = jax.device_put(jax.tree.map(jnp.copy, init), rep)
+        state = jax.device_put(jax.tree.map(jnp.copy, start), rep)
         c = jax.device_put(consts, rep)
         losses = []
-        for e in range(cfg.epochs):
+        for e in range(epochs):
             state, m = epoch_fn(state, c, xs, ys, jax.device_put(epoch_keys[e], rep),
                                 jax.device_put(jnp.int32(e), rep))
             losses.append(float(m["loss"]))
@@ -320,8 +322,20 @@ def _worker() -> dict:
     epoch1 = jax.jit(make_train_epoch(exp.model, exp.tx, cfg, config.derived(cfg, 100, 1), augment.normalizer(),
                                       mesh=mesh1), donate_argnums=0)
     rows1 = parallel.sharded(mesh1)
-    st1, c1, _, out["loss1"] = trajectory(epoch1, mesh1, parallel.put(xtr[:100], rows1),
-                                          parallel.put(ytr[:100], rows1))
+    xs1, ys1 = parallel.put(xtr[:100], rows1), parallel.put(ytr[:100], rows1)
+    st1, c1, _, out["loss1"] = trajectory(epoch1, mesh1, xs1, ys1)
+    # one step at a time from the same state (the 1-device trajectory's): 8 devices vs 1 device
+    rep1 = parallel.replicated(mesh1)
+    state, c = jax.device_put(jax.tree.map(jnp.copy, init), rep1), jax.device_put(consts, rep1)
+    per_step = []
+    for e in range(cfg.epochs):
+        k, i = epoch_keys[e], jnp.int32(e)
+        s8 = exp.epoch(jax.device_put(jax.tree.map(jnp.copy, jax.device_get(state)), rep8), jax.device_put(c, rep8),
+                       exp.x_train, exp.y_train, jax.device_put(k, rep8), jax.device_put(i, rep8))[0]
+        state = epoch1(state, c, xs1, ys1, jax.device_put(k, rep1), jax.device_put(i, rep1))[0]
+        per_step.append(float(max(jax.tree.leaves(jax.tree.map(lambda u, v: np.max(np.abs(u - v)),
+                                                                jax.device_get(s8.params), jax.device_get(state.params))))))
+    out["param_maxdiff_per_step"] = per_step
     batches = [jax.device_put(a, jax.devices()[0]) for a in eval_lib.batch_test_set(xte[:256], yte[:256], 128)]
     evaluate1 = jax.jit(eval_lib.make_evaluate(exp.model.apply, augment.normalizer()))
     out["acc1"] = float(evaluate1({**st1.ema, "constants": c1}, *batches)["acc"])
