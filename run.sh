@@ -20,7 +20,7 @@ if [[ $# -lt 1 ]]; then usage; exit 2; fi
 case "$1" in -h|--help|help) usage; exit 0 ;; esac
 for a in "$@"; do  # a command's --help needs nothing installed (the CLI's parser is stdlib only)
   if [[ "$a" == "-h" || "$a" == "--help" ]] && [[ "$1" != "test" ]]; then
-    case "$1" in train|bench|report|eval) ;; *) set -- train "$@" ;; esac
+    case "$1" in train|bench|report|eval|sweep|profile) ;; *) set -- train "$@" ;; esac
     PYTHONPATH="$PWD" exec "${SPEEDRUN_PYTHON:-python3}" -m speedrun.cli "$@"
   fi
 done
@@ -52,7 +52,7 @@ case "$1" in
     unset SPEEDRUN_PROG  # the suite runs the CLI itself: its hints must not name ./run.sh
     exec "$PY" -m pytest "$@"
     ;;
-  train|bench|report|eval)
+  train|bench|report|eval|sweep|profile)
     exec "$PY" -m speedrun.cli "$@"
     ;;
   *)

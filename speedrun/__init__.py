@@ -14,7 +14,8 @@ Subpackages and modules, one job each (README, "Layout"; start reading at ``trai
   epoch), ``experiment`` (compile once, run N seeds, one logged run).
 - ``system``: ``parallel`` (mesh, shard_map, pmean, multi-host), ``precision`` (policies, loss
   scaling), ``env`` (XLA flags set before JAX starts).
-- ``measure``: ``flops``, ``stats``, ``mfu``, ``bench``, ``report``, ``runlog``.
+- ``measure``: ``flops``, ``stats``, ``mfu``, ``bench``, ``report``, ``runlog``, ``progress`` (a run's
+  tqdm bar), ``expected`` (result vs expected, ``records/expected.json``).
 - ``evaluate``: batched, jitted accuracy with and without TTA.
 - ``checkpoint``: orbax checkpoints of a run (save, resume, evaluate a saved model).
 

@@ -49,7 +49,8 @@ class FitResult:
 
 
 def fit(config: ml_collections.ConfigDict | str, data: Any = None, seed: int | None = None,
-        overrides: Mapping[str, Any] | None = None, workdir: str | None = None, model=None) -> FitResult:
+        overrides: Mapping[str, Any] | None = None, workdir: str | None = None, model=None,
+        progress: bool | None = False) -> FitResult:
     """Train a record once and return the trained variables, per-epoch metrics and timing.
 
     Args:
@@ -63,6 +64,8 @@ def fit(config: ml_collections.ConfigDict | str, data: Any = None, seed: int | N
       model: your own Flax module, trained by the record's loop instead of ``config.model``'s
         (:class:`speedrun.train.Experiment`); :func:`predict` then needs ``(variables, config,
         model)``.
+      progress: a tqdm bar on stderr, advanced once per epoch (:mod:`speedrun.measure.progress`;
+        ``None``: when stderr is a terminal, else off).
 
     Raises:
       speedrun.config.ConfigError, speedrun.data.DataError, FloatingPointError: as the CLI's.
@@ -79,7 +82,11 @@ def fit(config: ml_collections.ConfigDict | str, data: Any = None, seed: int | N
         arrays = cifar10.load_cifar10(data if data is not None else config.data.path)
     exp = Experiment(config, arrays, model=model)
     log = runlog.RunLog(workdir, config.name) if workdir is not None else None
-    r = exp.run(config.seed if seed is None else seed, log)
+    seed = config.seed if seed is None else seed
+    from speedrun.measure import progress as progress_lib  # noqa: PLC0415
+
+    with progress_lib.for_experiment(exp, f"{config.name} seed {seed}", progress_lib.enabled(progress)) as bar:
+        r = exp.run(seed, bar.through(log), on_row=bar)
     variables = jax.device_get(exp.eval_variables(exp.last_state, exp.last_constants))
     return FitResult(config, variables, r.pop("history"), r, model)
 

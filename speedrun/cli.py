@@ -1,11 +1,23 @@
 """The command line: ``python -m speedrun.cli COMMAND ...`` (``./run.sh`` calls it).
 
-    train RECORD [--workdir DIR] [multi-host flags] [--config.KEY=VALUE ...]   one logged run
+    train RECORD [--workdir DIR] [--no_progress] [multi-host flags] [--config.KEY=VALUE ...]  one logged run
                  (--config.checkpoint_dir=DIR [--config.checkpoint_every=K]: orbax checkpoints, resumed)
     bench RECORD [--runs N] [--target T] [--tile_to N] [--no_epoch_eval] [--outdir DIR] [--resume]
                  [--config.KEY=VALUE ...]                                       N seeds, compiled once
     report [FOLDER] [--table FILE] [--plot FILE] [--curves RECORD]               table + plots of bench results
+    sweep RECORD --space SPACE [--sampler grid|genetic|tpe] [--trials N] [--seeds S] [--storage URL]
+                 [--study NAME] [--vmap K] [--workdir DIR] [--report] [--config.KEY=VALUE ...]
+                                                                                Optuna search (docs/sweeps.md)
     eval DIR [--tta_level N] [--step E] [--config.KEY=VALUE ...]                a saved checkpoint's accuracy
+    profile RECORD [--steps N] [--tile_to N] [--outdir DIR] [--config.KEY=VALUE ...]
+                                               jax.profiler trace: device time by category, top kernels, MFU
+
+Every command but ``report`` uses JAX's persistent compilation cache (:mod:`speedrun.system.cache`):
+``--cache_dir DIR`` or ``$SPEEDRUN_CACHE_DIR``, default the user cache folder; ``off`` disables it.
+``train`` and ``bench`` show a progress bar on stderr when it is a terminal (:mod:`speedrun.measure.progress`;
+``--no_progress``, ``SPEEDRUN_PROGRESS=0/1``); ``train`` ends with its result next to the measured
+expectation of ``records/expected.json``, on stderr (:mod:`speedrun.measure.expected`), so that stdout
+still ends with the run's JSON line.
 
 RECORD is a record name (``airbench94``) or file (``records/airbench94.py``); overrides follow the
 ml_collections convention (``--config.epochs=3``, lists as ``--config.optimizer.lr_values=0,0.4,0``)
@@ -13,7 +25,7 @@ and are type-checked against the record (:func:`speedrun.config.override`); ``--
 them. Each command accepts only its own flags. Like flax/examples' ``main.py``, this module only
 parses flags and calls the command's function: :func:`speedrun.train.train_and_evaluate`,
 :func:`speedrun.measure.bench.run`, :func:`speedrun.measure.report.run`,
-:func:`speedrun.checkpoint.evaluate`.
+:func:`speedrun.checkpoint.evaluate`, :func:`speedrun.sweep_command.run` (its flags: that module).
 
 Before anything imports JAX, :func:`main` sets the XLA flags of :mod:`speedrun.system.env` (and
 ``--cpu_devices N`` simulated CPU devices). An expected failure — a bad flag or config, missing or
@@ -37,11 +49,22 @@ from typing import Sequence
 from speedrun.system import env  # stdlib only: `--help` works before anything is installed
 
 
+def _progress_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no_progress", action="store_true", help="no progress bar (default: a tqdm bar on stderr "
+                   "when it is a terminal; SPEEDRUN_PROGRESS=0/1 turns it off/on)")
+
+
+def _cache_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache_dir", help="persistent compilation cache folder, or 'off' (default "
+                   "$SPEEDRUN_CACHE_DIR, else the user cache folder: speedrun.system.cache)")
+
+
 def _record_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("record", help="record name or file, e.g. records/airbench94.py")
     p.add_argument("--list_keys", action="store_true", help="print the record's config keys and values, then exit")
     p.add_argument("--smoke", action="store_true", help="a reduced run of the record (speedrun.config.smoke: "
                    "width 1/8, 2 epochs, batch 256), minutes on a CPU; overrides apply on top")
+    _cache_arg(p)
     p.add_argument("--cpu_devices", type=int, default=None,
                    help="simulate N CPU devices (data parallelism on one CPU; XLA flag set before JAX starts)")
 
@@ -84,6 +107,7 @@ def parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", parents=[common], help="train a record once and log it")
     _record_args(train)
+    _progress_arg(train)
     train.add_argument("--workdir", default="logs", help="folder of the run's log file (default logs/)")
     train.add_argument("--distributed", action="store_true",
                        help="multi-process run: jax.distributed.initialize() with cluster auto-detection")
@@ -93,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", parents=[common], help="train a record for N seeds, compiled once: statistics, MFU")
     _record_args(bench)
+    _progress_arg(bench)
     bench.add_argument("--runs", type=int, default=5, help="number of seeds, config.seed upwards (default 5)")
     bench.add_argument("--target", type=float, help="accuracy target (default: the record's target_acc)")
     bench.add_argument("--tile_to", type=int, help="repeat the training rows to this count (timing only)")
@@ -108,8 +133,16 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tta_level", type=int, choices=(0, 1, 2),
                           help="0 none, 1 mirror, 2 mirror + translate (default: the record's)")
     evaluate.add_argument("--step", type=int, help="the checkpoint after this many epochs (default: the latest)")
+    _cache_arg(evaluate)
     # record=None: parse() then passes --config.KEY=VALUE on, here overrides of the saved config
     evaluate.set_defaults(record=None, list_keys=False)
+
+    from speedrun import sweep_command  # stdlib only, like this module
+
+    sweep_command.add_parser(sub, common, _record_args)
+    from speedrun.measure import profile_command  # stdlib only, like this module
+
+    profile_command.add_parser(sub, common, _record_args)
 
     report = sub.add_parser("report", parents=[common], help="records table and accuracy-vs-time plot of bench results")
     report.add_argument("folder", nargs="?", default="logs/bench", help="folder of bench *.jsonl files")
@@ -179,6 +212,9 @@ def _train(args, config) -> int:
     from speedrun import config as config_lib  # noqa: PLC0415
 
     config_lib.validate(config)  # before JAX starts: a bad value fails at once
+    from speedrun.measure import progress  # noqa: PLC0415 (tqdm only)
+
+    show = False if args.no_progress else progress.enabled()  # a bad $SPEEDRUN_PROGRESS fails here
     if args.workdir:
         _writable_folder(args.workdir, "--workdir")
     from speedrun.system import parallel  # noqa: PLC0415 (after flag parsing: --help stays fast)
@@ -193,7 +229,11 @@ def _train(args, config) -> int:
     config_lib.validate(config, _num_devices())  # the batch over the devices, the backend's precision
     from speedrun.train import train_and_evaluate  # noqa: PLC0415
 
-    train_and_evaluate(config, args.workdir, str(config_lib.record_path(args.record)))
+    result = train_and_evaluate(config, args.workdir, str(config_lib.record_path(args.record)),
+                                progress=show)
+    from speedrun.measure import expected  # noqa: PLC0415
+
+    print(expected.format_comparison(result, expected.lookup(result)), file=sys.stderr)  # stdout ends in JSON
     return 0
 
 
@@ -203,13 +243,17 @@ def _bench(args, config) -> int:
     from speedrun import config as config_lib  # noqa: PLC0415
 
     config_lib.validate(config)  # before JAX starts: a bad value fails at once
+    from speedrun.measure import progress  # noqa: PLC0415 (tqdm only)
+
+    show = False if args.no_progress else progress.enabled()  # a bad $SPEEDRUN_PROGRESS fails here
     if args.outdir:
         _writable_folder(args.outdir, "--outdir")
     config_lib.validate(config, _num_devices())
     from speedrun.measure import bench  # noqa: PLC0415
 
     results, summary = bench.run(config, args.runs, args.target, not args.no_epoch_eval, args.tile_to,
-                                 outdir=args.outdir, resume=args.resume)
+                                 outdir=args.outdir, resume=args.resume,
+                                 progress=show)
     print(bench.format_summary(summary))
     print(json.dumps({k: v for k, v in summary.items() if k not in ("versions", "matmul")}))
     print(f"# wrote {summary['file']}")
@@ -251,6 +295,15 @@ def run_command(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         for key in config_lib.keys(config):
             print(f"{key} = {config_lib.get(config, key)!r}")
         return 0
+    if args.command == "sweep":
+        from speedrun import sweep_command  # noqa: PLC0415
+
+        return sweep_command.run(args, config)
+    if args.command == "profile":
+        from speedrun.measure import profile_command  # noqa: PLC0415
+
+        profile_command.run(args, config)
+        return 0
     return {"train": _train, "bench": _bench}[args.command](args, config)
 
 
@@ -285,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     expected = {config_lib.ConfigError: 2, DataError: 1, DeviceError: 1, FloatingPointError: 1}
     try:
+        if hasattr(args, "cache_dir") and not getattr(args, "list_keys", False):
+            from speedrun.system import cache  # noqa: PLC0415
+
+            cache.enable(args.cache_dir)  # before anything compiles; `import speedrun` sets nothing
         return run_command(args, overrides)
     except tuple(expected) as err:
         if args.debug or os.environ.get("SPEEDRUN_DEBUG") == "1":

@@ -114,3 +114,12 @@ def float32_matmuls():
 
     with jax.default_matmul_precision("highest"):
         yield
+
+
+# ------------------------------------------------------------------ compilation cache
+#
+# The command line turns JAX's persistent compilation cache on (speedrun.system.cache), in the
+# user's cache folder by default. The suite runs the CLI in-process and in subprocesses (which
+# inherit this environment): off, so no test writes into that folder; tests/test_cache.py sets a
+# temporary folder of its own.
+os.environ["SPEEDRUN_CACHE_DIR"] = "off"

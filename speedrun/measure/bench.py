@@ -72,7 +72,8 @@ def target_of(config, target: float | None = None) -> float:
 
 def run_seeds(exp, seeds: Sequence[int], target: float, per_epoch_eval: bool = True,
               log: Callable[[str], None] | None = print,
-              on_run: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+              on_run: Callable[[dict[str, Any]], None] | None = None, progress: bool | None = False
+              ) -> list[dict[str, Any]]:
     """Train ``exp`` (a compiled :class:`speedrun.train.experiment.Experiment`) once per seed.
 
     Returns one dict per run: ``exp.run``'s result plus ``time_to_target_s`` (seconds or ``None``;
@@ -80,14 +81,19 @@ def run_seeds(exp, seeds: Sequence[int], target: float, per_epoch_eval: bool = T
     target), ``compiles`` (XLA compilations during the run: 0 after the first run, since the
     seed is data, not a compile-time constant) and ``first_in_process`` (True for the first seed of
     this call). ``on_run(result)`` is called as soon as each run ends (the result file's line).
+    ``progress``: a progress bar per seed on stderr (:func:`speedrun.measure.progress.enabled`;
+    ``None``: when stderr is a terminal), cleared when the seed's line is printed.
 
     Raises:
       FloatingPointError: a run diverged (see ``Experiment.run``).
     """
-    out = []
-    for seed in seeds:
-        with CompileCounter() as counter:
-            r = exp.run(int(seed), per_epoch_eval=per_epoch_eval)
+    from speedrun.measure import progress as progress_lib  # noqa: PLC0415
+
+    out, show = [], progress_lib.enabled(progress)
+    for i, seed in enumerate(seeds):
+        with CompileCounter() as counter, progress_lib.for_experiment(
+                exp, f"{exp.config.name} seed {seed} ({i + 1}/{len(seeds)})", show, leave=False) as bar:
+            r = exp.run(int(seed), per_epoch_eval=per_epoch_eval, on_row=bar)
         r["compiles"] = counter.count
         r["time_to_target_s"] = stats.time_to_target(r["history"], target) if per_epoch_eval else None
         r["reached_target"] = bool(r["tta_acc"] >= target)
@@ -212,8 +218,8 @@ def format_summary(s: dict[str, Any]) -> str:
 
 def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool = True,
         tile_to: int | None = None, arrays: tuple | None = None, matmul: bool = True,
-        outdir: str | Path | None = None, log: Callable[[str], None] | None = print, resume: bool = False
-        ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        outdir: str | Path | None = None, log: Callable[[str], None] | None = print, resume: bool = False,
+        progress: bool | None = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Compile ``config`` once and train it for ``runs`` seeds; return ``(run results, summary)``.
 
     Args:
@@ -231,6 +237,7 @@ def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool
         (:func:`speedrun.measure.resultfile.find_resumable`): train only the seeds it lacks (none
         missing: no compilation), and summarize every run of the file, which the results then hold;
         without such a file, start a new one.
+      progress: a progress bar per seed on stderr (:func:`run_seeds`; ``None``: on a terminal).
 
     Raises:
       ValueError: ``runs < 1``, no target (see :func:`target_of`), bad ``tile_to``, ``resume``
@@ -267,7 +274,7 @@ def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool
         if out is not None:
             out.append({"kind": "run", **r})
 
-    results += run_seeds(exp, seeds, target, per_epoch_eval, log, on_run) if seeds else []
+    results += run_seeds(exp, seeds, target, per_epoch_eval, log, on_run, progress) if seeds else []
     mm = matmul_flops_per_s(precision.resolve(config.precision).compute_dtype) if matmul else None
     summary = summarize(results, target, exp.compile_time_s if exp else None, mm, jax.devices()[0].device_kind)
     summary.update(backend=jax.default_backend(), versions=runlog.versions(), per_epoch_eval=per_epoch_eval,

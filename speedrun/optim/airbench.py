@@ -79,7 +79,8 @@ def airbench_sgd(total_steps: int, steps_per_epoch: int, batch_size: int, lr: fl
     Raises:
       ValueError: momentum not in [0, 1), non-positive batch size, too few steps for the warmup.
     """
-    if not 0.0 <= momentum < 1.0 or batch_size <= 0:
+    # a traced momentum (speedrun.sweep.hparams) is checked on the host, by speedrun.validation
+    if (isinstance(momentum, (int, float)) and not 0.0 <= momentum < 1.0) or batch_size <= 0:
         raise ValueError(f"airbench_sgd needs 0 <= momentum < 1 and batch_size > 0; got {momentum}, {batch_size}")
     kilostep_scale = 1024 * (1 + 1 / (1 - momentum))
     base = lr * batch_size / kilostep_scale

@@ -16,14 +16,18 @@ import optax
 
 def piecewise_linear(knots: Sequence[float], values: Sequence[float]) -> Callable[[Any], jax.Array]:
     """``t -> np.interp(t, knots, values)`` in jnp (flat outside the knots); Page's
-    ``PiecewiseLinear``. Raises ValueError unless knots increase and match values in length."""
-    knots, values = list(map(float, knots)), list(map(float, values))
+    ``PiecewiseLinear``. ``values`` may hold traced scalars (:mod:`speedrun.sweep.hparams`); the
+    knots are Python numbers. Raises ValueError unless knots increase and match values in length."""
+    knots = list(map(float, knots))
+    values = [v if isinstance(v, jax.Array) else float(v) for v in values]
     if len(knots) != len(values) or len(knots) < 2 or any(b <= a for a, b in zip(knots, knots[1:])):
         raise ValueError(
             f"lr schedule needs >=2 strictly increasing knots with one value each; got knots={knots}, "
             f"values={values}"
         )
-    k, v = jnp.asarray(knots), jnp.asarray(values)
+    k = jnp.asarray(knots)
+    v = jnp.stack([jnp.asarray(x, jnp.float32) for x in values]) if any(isinstance(x, jax.Array) for x in values) \
+        else jnp.asarray(values)
     return lambda t: jnp.interp(t, k, v)
 
 
@@ -40,7 +44,8 @@ def epoch_schedule(knots: Sequence[float], values: Sequence[float], steps_per_ep
 def _he_milestones(base_lr: float, base_batch_size: int, batch_size: int, boundaries: Sequence[int],
                    decay_factor: float, warmup_steps: int) -> list[int]:
     """:func:`he_lr_schedule`'s argument checks; the milestones scaled to ``batch_size``."""
-    if base_batch_size <= 0 or batch_size <= 0 or base_lr <= 0:
+    # a traced base_lr (speedrun.sweep.hparams) is not checked here
+    if base_batch_size <= 0 or batch_size <= 0 or (isinstance(base_lr, (int, float)) and base_lr <= 0):
         raise ValueError(f"he_lr_schedule needs positive base_lr, base_batch_size, batch_size; got "
                          f"{base_lr}, {base_batch_size}, {batch_size}")
     if not 0 < decay_factor <= 1 or warmup_steps < 0:

@@ -7,6 +7,10 @@
   flag is read by the CPU backend only.
 - ``--xla_force_host_platform_device_count=N``: ``N`` simulated CPU devices, for data-parallel runs
   and tests on one CPU (``--cpu_devices N``).
+
+The persistent compilation cache is a ``jax.config`` setting, not an environment variable: the
+command line turns it on with :func:`speedrun.system.cache.enable` after :func:`configure`; the
+test suite leaves it off (``SPEEDRUN_CACHE_DIR=off`` in ``tests/conftest.py``).
 """
 
 from __future__ import annotations

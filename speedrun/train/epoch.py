@@ -4,7 +4,7 @@ over epochs)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,7 @@ def scan_unroll(setting: int, steps_per_epoch: int, backend: str | None = None) 
 
 
 def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Derived, normalize,
-                     mesh: jax.sharding.Mesh | None = None) -> Callable[..., Any]:
+                     mesh: jax.sharding.Mesh | None = None, hparams: Sequence[str] = ()) -> Callable[..., Any]:
     """``epoch(state, constants, x_train, y_train, key, epoch) -> (state, metrics)``: a
     ``jax.shard_map`` over ``mesh`` (default: every device; jit it) whose replicas each run
     :func:`speedrun.train.step.train_step` on their share of every global batch.
@@ -55,21 +55,40 @@ def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Deri
     state's health record at the epoch's end with ``step`` (int32 ``state.step``) added
     (:func:`speedrun.train.state.check_health` reads it; absent when the state tracks none).
 
+    ``hparams``: dotted config keys taken as traced inputs (:mod:`speedrun.sweep.hparams`, a sweep
+    that compiles once): the function then takes a last argument ``hp``, ``{key: float32 scalar}``
+    (replicated), and builds the optimizer (:func:`speedrun.optim.make_optimizer`), the averaging
+    and the label smoothing from the config with those leaves replaced
+    (:func:`speedrun.sweep.hparams.substitute`); ``tx`` is then used only for its state's structure
+    (the state passed in). Empty (default): no ``hp`` argument, everything from ``config``.
+
     Raises:
       ValueError: random and alternating flips both on, EMA and lookahead both on.
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
     axis, b = parallel.DATA_AXIS, derived.batch_size
     steps, total = derived.steps_per_epoch, derived.total_steps
-    step = step_fn(model, tx, config, steps, total, axis_name=axis)
-    if total < config.epochs * steps:  # the last epoch stops early (airbench94's 9.9 epochs)
-        step = _limited(step, total)
+
+    def make_step(cfg, tx):
+        step = step_fn(model, tx, cfg, steps, total, axis_name=axis)
+        if total < config.epochs * steps:  # the last epoch stops early (airbench94's 9.9 epochs)
+            step = _limited(step, total)
+        return step
+
+    fixed_step = make_step(config, tx)  # also checks the config (EMA and lookahead both on)
     augment = augment_lib.make_augment(config.augment)
     unroll = scan_unroll(config.scan_unroll, steps)
     la = config.get("lookahead")
     reset_to_average = la is not None and la.enabled
 
-    def epoch(state, constants, x_train, y_train, key, epoch):
+    def epoch(state, constants, x_train, y_train, key, epoch, hp=None):
+        step = fixed_step
+        if hp is not None:  # traced hyperparameters: the optimizer and the step built from them
+            from speedrun import optim  # noqa: PLC0415
+            from speedrun.sweep import hparams as hparams_lib  # noqa: PLC0415
+
+            cfg = hparams_lib.substitute(config, hp)
+            step = make_step(cfg, optim.make_optimizer(cfg.optimizer, derived)[0])
         k_perm, k_aug = jax.random.split(key)
         idx = jax.random.permutation(k_perm, derived.n_train)[: steps * b].reshape(steps, b)
         base_flip = augment_lib.fixed_flip_mask(state.run_key, derived.n_train) if augment.alternating else None
@@ -91,7 +110,8 @@ def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Deri
         return state, out
 
     rep, rows = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(axis)
-    return jax.shard_map(epoch, mesh=mesh, in_specs=(rep, rep, rows, rows, rep, rep), out_specs=(rep, rep))
+    in_specs = (rep, rep, rows, rows, rep, rep) + ((rep,) if hparams else ())
+    return jax.shard_map(epoch, mesh=mesh, in_specs=in_specs, out_specs=(rep, rep))
 
 
 def _limited(step: Callable, total_steps: int) -> Callable:

@@ -54,6 +54,9 @@ class Experiment:
       model: a Flax module to train instead of ``config.model``'s (your own network in the record's
         loop): ``apply(variables, x (B, 32, 32, 3) float32, train=bool, mutable=[...], rngs=...) ->
         (B, 10)`` logits, with a ``batch_stats`` collection (it may be empty).
+      hparams: dotted config keys the compiled epoch takes as traced float32 inputs
+        (:mod:`speedrun.sweep.hparams`; sweeps): :meth:`run` then takes their values (``hp``) and a
+        new value does not recompile. Empty (default): every value is compiled in.
 
     Attributes: ``derived`` (:class:`speedrun.config.Derived`), ``steps_per_epoch``, ``mesh``,
     ``num_devices``, ``policy``, ``model``, ``tx``, ``lr_schedule``, ``compile_time_s``,
@@ -61,13 +64,22 @@ class Experiment:
     a run ``last_state`` and ``last_constants`` (its final :class:`TrainState` and whitening filters).
 
     Raises:
-      speedrun.config.ConfigError: see :func:`speedrun.config.derived`;
+      speedrun.config.ConfigError: see :func:`speedrun.config.derived`; a key of ``hparams`` that
+        cannot be traced (:func:`speedrun.sweep.hparams.is_traced`);
       speedrun.data.DataError: from the loader.
     """
 
     def __init__(self, config: ml_collections.ConfigDict, arrays: tuple | None = None,
-                 mesh: jax.sharding.Mesh | None = None, model=None):
+                 mesh: jax.sharding.Mesh | None = None, model=None, hparams=()):
         self.config = config
+        self.hparams = tuple(hparams)
+        if self.hparams:
+            from speedrun.sweep import hparams as hparams_lib  # noqa: PLC0415
+
+            bad = [k for k in self.hparams if not hparams_lib.is_traced(config, k)]
+            if bad:
+                raise config_lib.ConfigError(f"config keys {bad} cannot be traced (not float leaves of "
+                                             f"speedrun.sweep.hparams.TRACED_KEYS) — sweep them as static keys")
         self.mesh = parallel.make_mesh() if mesh is None else mesh
         self.num_devices = self.mesh.size
         x_train, y_train, x_test, y_test = arrays if arrays is not None else cifar10.load_cifar10(config.data.path)
@@ -94,20 +106,38 @@ class Experiment:
         self.test_batches = [parallel.put(a, self.test_sharding) for a in
                              eval_lib.batch_test_set(x_test, y_test, self.config.eval_batch_size)]
 
-    def _compile_all(self) -> None:
-        config, rep, rows = self.config, parallel.replicated(self.mesh), parallel.sharded(self.mesh)
+    def _functions(self) -> tuple:
+        """The uncompiled ``(init, whiten, epoch, evaluate)`` functions of the record."""
+        config = self.config
         init_fn = lambda key: init_state(self.model, self.tx, key, self.policy)  # noqa: E731
         whiten_fn = constants_fn(config, self.normalize)
-        epoch_fn = make_train_epoch(self.model, self.tx, config, self.derived, self.normalize, mesh=self.mesh)
+        epoch_fn = make_train_epoch(self.model, self.tx, config, self.derived, self.normalize, mesh=self.mesh,
+                                    hparams=self.hparams)
         evaluate_fn = eval_lib.make_evaluate(self.model.apply, self.normalize, config.get("tta_level", 1))
+        return init_fn, whiten_fn, epoch_fn, evaluate_fn
+
+    def hp_values(self, hp: dict | None = None) -> dict:
+        """``{key: float32 scalar}`` of the traced keys (:attr:`hparams`): ``hp``'s values where
+        given, else the config's (:func:`speedrun.sweep.hparams.hp_arrays`); ``{}`` without any."""
+        if not self.hparams:
+            return {}
+        from speedrun.sweep import hparams as hparams_lib  # noqa: PLC0415
+
+        return hparams_lib.hp_arrays(self.config, self.hparams, hp)
+
+    def _compile_all(self) -> None:
+        rep, rows = parallel.replicated(self.mesh), parallel.sharded(self.mesh)
+        init_fn, whiten_fn, epoch_fn, evaluate_fn = self._functions()
         key = parallel.replicate(jax.random.key(0), self.mesh)
         state_shape = jax.eval_shape(init_fn, key)
         consts_shape = jax.eval_shape(whiten_fn, self.x_whiten)
         epoch_idx = parallel.replicate(np.int32(0), self.mesh)
+        hp = (parallel.replicate(self.hp_values(), self.mesh),) if self.hparams else ()
         self.init, t_i = _compile(init_fn, key, in_shardings=rep, out_shardings=rep)
         self.whiten, t_w = _compile(whiten_fn, self.x_whiten, in_shardings=rep, out_shardings=rep)
         self.epoch, t_e = _compile(epoch_fn, state_shape, consts_shape, self.x_train, self.y_train, key,
-                                   epoch_idx, donate=(0,), in_shardings=(rep, rep, rows, rows, rep, rep),
+                                   epoch_idx, *hp, donate=(0,),
+                                   in_shardings=(rep, rep, rows, rows, rep, rep) + (rep,) * len(hp),
                                    out_shardings=rep)
         eval_vars = {**state_shape.ema, "constants": consts_shape}
         self.evaluate, t_v = _compile(evaluate_fn, eval_vars, *self.test_batches,
@@ -131,7 +161,8 @@ class Experiment:
         return jax.block_until_ready((state, epoch_keys, epoch_ids))
 
     def run(self, seed: int, log: runlog.RunLog | None = None, per_epoch_eval: bool = True,
-            start: tuple[TrainState, int] | None = None, on_epoch_end=None) -> dict[str, Any]:
+            start: tuple[TrainState, int] | None = None, on_epoch_end=None, on_row=None,
+            hp: dict | None = None) -> dict[str, Any]:
         """Train once from ``seed`` (init, shuffling, augmentation); return the result dict
         (:meth:`result`).
 
@@ -143,12 +174,17 @@ class Experiment:
             (a checkpoint); default: from the initial state.
           on_epoch_end: ``f(epoch, state, constants)`` called after every epoch (1-based), off the
             clock (checkpoints).
+          on_row: ``f(row)`` called with every epoch's table row, off the clock (the progress bar,
+            :mod:`speedrun.measure.progress`).
+          hp: values of the traced keys (:attr:`hparams`), ``{key: float}``; missing ones: the
+            config's. Ignored without traced keys.
 
         Raises:
           FloatingPointError: the training loss became NaN or infinite (the message names the epoch).
         """
         config = self.config
         state, epoch_keys, epoch_ids = self.init_run(seed)
+        hp_args = (parallel.replicate(self.hp_values(hp), self.mesh),) if self.hparams else ()
         first = 0
         if start is not None:
             state, first = start
@@ -159,7 +195,8 @@ class Experiment:
         t0 = time.perf_counter()
         constants = self.whiten(self.x_whiten)
         for e in range(first, config.epochs):
-            state, metrics = self.epoch(state, constants, self.x_train, self.y_train, epoch_keys[e], epoch_ids[e])
+            state, metrics = self.epoch(state, constants, self.x_train, self.y_train, epoch_keys[e], epoch_ids[e],
+                                        *hp_args)
             last = e == config.epochs - 1
             if last:  # the final TTA evaluation is part of the timed run
                 final = self.evaluate(self.eval_variables(state, constants), *self.test_batches)
@@ -173,6 +210,8 @@ class Experiment:
             history.append(row)
             if table is not None:
                 table.row(**row)
+            if on_row is not None:
+                on_row(row)
             if on_epoch_end is not None:
                 on_epoch_end(e + 1, state, constants)
             t0 = time.perf_counter()
@@ -227,7 +266,7 @@ class Experiment:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = "logs",
-                       record_file: str | None = None) -> dict[str, Any]:
+                       record_file: str | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Train the record ``config`` once (seed ``config.seed``) and return its result dict.
 
     Prints, and writes to ``{workdir}/{record}_{UTC timestamp}.log``, what reproduces the run
@@ -242,7 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
 
     Args:
       config: a record config; workdir: folder of the log (``None``: print only); record_file: the
-        record's path, for the log.
+        record's path, for the log; progress: the progress bar on stderr
+        (:func:`speedrun.measure.progress.enabled`: ``None`` shows it when stderr is a terminal).
 
     Raises:
       speedrun.config.ConfigError, speedrun.data.DataError: see :class:`Experiment` and
@@ -255,7 +295,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
     log.header(config, record_file)
     try:
         resume = checkpoint.resume_step(config)  # before compiling: a wrong folder fails at once
-        exp = Experiment(config)
+        from speedrun.system import cache  # noqa: PLC0415
+
+        with cache.Watch() as cache_watch:  # what JAX's persistent cache did for each executable
+            exp = Experiment(config)
         d = exp.derived
         log.write(f"# data {exp.dataset}: {exp.n_train} train, {exp.n_test} test images; "
                   f"{d.steps_per_epoch} steps of {d.batch_size} per epoch, {d.total_steps} steps")
@@ -264,11 +307,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
                   f"precision {exp.policy.name}")
         times = ", ".join(f"{k} {v:.2f}" for k, v in exp.compile_times.items())
         log.write(f"# compile {exp.compile_time_s:.2f} s ({times}); excluded from train_time_s")
+        log.write(f"# compilation cache {cache_watch.summary('epoch')}")
         start = None
         if resume is not None:
             start = (checkpoint.restore(config.checkpoint_dir, exp, resume)[0], resume)
             log.write(f"# resumed from {config.checkpoint_dir}/{resume} ({resume} of {config.epochs} epochs done)")
-        result = exp.run(config.seed, log, start=start, on_epoch_end=checkpoint.saver(exp, config.seed))
+        from speedrun.measure import progress as progress_lib  # noqa: PLC0415
+
+        with progress_lib.for_experiment(exp, f"{config.name} seed {config.seed}", progress_lib.enabled(progress),
+                                         start_epoch=resume or 0) as bar:
+            result = exp.run(config.seed, bar.through(log), start=start,
+                             on_epoch_end=checkpoint.saver(exp, config.seed), on_row=bar)
     except Exception as err:
         log.write(f"# error: {type(err).__name__}: {err}")
         raise

@@ -1,0 +1,270 @@
+"""The Optuna study of a sweep: samplers, storage, the trial loop, resume, failed and shared trials.
+
+Optuna (Akiba et al., "Optuna: A Next-generation Hyperparameter Optimization Framework", KDD 2019)
+does the searching: ``GridSampler`` is the brute force, ``NSGAIISampler`` (Deb et al. 2002) the
+genetic algorithm — two objectives, mean tta accuracy (maximised) and median train time
+(minimised), whose non-dominated trials are the Pareto front — and ``TPESampler`` (Bergstra et al.
+2011). Each trial trains the record for every seed with the trial's values
+(:meth:`speedrun.sweep.runner.TrialRunner.run_many`) and stores what it measured as user attrs
+(:func:`summarize`); the objective is the mean over the seeds.
+
+The study lives in an Optuna RDB storage (SQLite in the workdir by default; PostgreSQL or MySQL
+for many machines). Workers claim trials through the storage, so the same command run again, or
+on another machine, continues the study (:func:`run_trials`): a RUNNING trial of a worker that is
+gone (a dead process on this host, or no heartbeat for :data:`GRACE_S` seconds from any host) is
+marked FAIL (``interrupted``) and its values are queued again; a grid point that two workers
+picked at once is run by the lower-numbered trial only (the other is told PRUNED, ``duplicate_of``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+import sqlalchemy.exc
+from optuna.trial import TrialState
+
+from speedrun.errors import ConfigError
+from speedrun.measure import stats
+from speedrun.sweep.space import Space, grid_space
+
+SAMPLERS = ("grid", "genetic", "tpe")
+#: Seconds between a running trial's heartbeats, and without one before another worker fails it.
+HEARTBEAT_S, GRACE_S = 30, 180
+#: User attrs of trials that do not count towards ``--trials``.
+NOT_COUNTED = ("interrupted", "duplicate_of")
+
+
+def directions(sampler: str) -> list[str]:
+    """The study's objectives: ``["maximize"]`` (mean tta_acc) or, for ``genetic``, also
+    ``"minimize"`` (median train time, seconds)."""
+    return ["maximize", "minimize"] if sampler == "genetic" else ["maximize"]
+
+
+def make_sampler(name: str, space: Space, seed: int = 0, population: int = 20) -> optuna.samplers.BaseSampler:
+    """The seeded Optuna sampler ``grid`` (``GridSampler`` over :func:`grid_space`), ``genetic``
+    (``NSGAIISampler(population_size=population)``) or ``tpe`` (``TPESampler``).
+
+    Raises:
+      ConfigError: an unknown name, a space the grid sampler cannot enumerate, ``population < 2``."""
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid_space(space), seed=seed)
+    if name == "genetic":
+        if population < 2:
+            raise ConfigError(f"--population {population} must be at least 2 (the source's is 20)")
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    raise ConfigError(f"unknown sampler {name!r} — pass --sampler= one of {', '.join(SAMPLERS)}")
+
+
+def default_trials(sampler: str, space: Space, population: int = 20) -> int:
+    """``--trials`` when not given: every grid point; 10 generations of ``population`` (the source's
+    200 for 20); 30 TPE trials."""
+    if sampler == "grid":
+        n = 1
+        for values in grid_space(space).values():
+            n *= len(values)
+        return n
+    return 10 * population if sampler == "genetic" else 30
+
+
+def storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage at ``url`` (``sqlite:///FILE``, ``postgresql://...``) with heartbeats
+    (:data:`HEARTBEAT_S`, :data:`GRACE_S`); stale trials are queued again (:func:`requeue`).
+
+    Raises:
+      ConfigError: a URL that SQLAlchemy cannot open (a driver that is not installed, a bad path)."""
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    params = inspect.signature(optuna.storages.RDBStorage).parameters  # Optuna 4 calls it failed_trial_callback
+    callback = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S, **{callback: lambda s, t: requeue(s, t, None)})
+        except Exception as err:
+            racing = isinstance(err, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError))
+            if racing and attempt < 4:  # another worker creating the tables at the same moment
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise ConfigError(f"--storage {url!r} does not open: {type(err).__name__}: {err} — pass e.g. "
+                              "--storage=sqlite:///sweep.db, or install the database driver (psycopg2 for "
+                              "postgresql://)") from err
+    raise AssertionError("unreachable")
+
+
+def open_study(url: str, name: str, sampler: str, space: Space, settings: dict[str, Any], seed: int = 0,
+               population: int = 20) -> optuna.Study:
+    """Create or load the study ``name`` at ``url``. ``settings`` (JSON-friendly: record, overrides,
+    seeds, ...) is stored as the study's user attr ``sweep``; a study run with other settings is not
+    continued.
+
+    Raises:
+      ConfigError: the study exists with other settings or objectives, or see :func:`storage`."""
+    study = optuna.create_study(storage=storage(url), study_name=name, load_if_exists=True,
+                                sampler=make_sampler(sampler, space, seed, population),
+                                directions=directions(sampler))
+    if [d.name.lower() for d in study.directions] != directions(sampler):
+        raise ConfigError(f"study {name!r} in {url} has objectives {[d.name for d in study.directions]}, not "
+                          f"those of --sampler={sampler} — pass another --study name")
+    settings = {**settings, "sampler": sampler, "space": space.describe(), "fixed": dict(space.fixed)}
+    settings = json.loads(json.dumps(settings, default=str))  # as the storage returns it (tuples -> lists)
+    old = study.user_attrs.get("sweep")
+    if old is None:
+        study.set_user_attr("sweep", settings)
+    elif old != settings:
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        raise ConfigError(f"study {name!r} in {url} was run with other settings ({', '.join(diff)}: "
+                          f"{[old.get(k) for k in diff]}) — pass the same flags to continue it, or --study=NEW")
+    return study
+
+
+def summarize(results: Sequence[dict]) -> tuple[dict[str, Any], str | None]:
+    """``(user_attrs, error)`` of a trial from its per-seed result dicts (``tta_acc``, ``acc``,
+    ``train_time_s`` seconds, ``compile_time_s`` seconds; or ``error``): the mean tta accuracy and its
+    95% Student-t interval (:func:`speedrun.measure.stats.mean_ci`), the median train time, the
+    largest compile time. ``error``: the first seed's error (or a non-finite accuracy), else None."""
+    errors = [str(r["error"]) for r in results if "error" in r]
+    if not results:
+        return {}, "no results (no seeds were run)"
+    if errors:
+        return {"failed_seeds": len(errors)}, errors[0]
+    try:
+        ci = stats.mean_ci([r["tta_acc"] for r in results], bounds=stats.ACCURACY_BOUNDS)
+        times = stats.median_min_max([r["train_time_s"] for r in results])
+    except ValueError as err:  # a NaN accuracy: a diverged run that was not caught
+        return {}, f"FloatingPointError: {err}"
+    attrs = {"tta_acc_mean": ci["mean"], "tta_acc_std": ci["std"], "tta_acc_ci_low": ci["ci_low"],
+             "tta_acc_ci_high": ci["ci_high"], "tta_acc_ci_half_width": ci["ci_half_width"],
+             "tta_accs": [float(r["tta_acc"]) for r in results],
+             "acc_mean": sum(float(r.get("acc", r["tta_acc"])) for r in results) / len(results),
+             "train_time_median_s": times["median"], "seeds": [r.get("seed") for r in results],
+             "compile_time_s": max(float(r.get("compile_time_s", 0.0)) for r in results)}
+    for key in ("dataset", "train_images", "device"):
+        if results[0].get(key) is not None:
+            attrs[key] = results[0][key]
+    return attrs, None
+
+
+# ------------------------------------------------------------------ workers: claims, stale trials
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str | None) -> None:
+    """Mark the RUNNING ``trial`` of a worker that is gone FAIL (user attr ``interrupted``: ``reason``)
+    and queue its values again (a WAITING trial with user attr ``requeued_from``). ``reason`` None: a
+    trial that Optuna's heartbeat check has failed already. A trial another worker finished first is
+    left alone."""
+    store = study._storage
+    if trial.state == TrialState.RUNNING:
+        try:
+            store.set_trial_user_attr(trial._trial_id, "interrupted", reason or "no heartbeat")
+            store.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return  # another worker finished or failed it first (and queues it)
+    if trial.params:
+        study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+
+
+def recover(study: optuna.Study) -> list[int]:
+    """Requeue the RUNNING trials whose worker is gone: a dead process on this host at once, any other
+    worker after :data:`GRACE_S` seconds without a heartbeat (``optuna.storages.fail_stale_trials``).
+    Returns the numbers of the trials requeued here."""
+    host, done = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(t.user_attrs.get("worker", ""))  # HOST:PID:TOKEN (claim)
+        h, _, rest = worker.partition(":")
+        pid = rest.partition(":")[0]
+        gone = (h == host and pid.isdigit() and not _alive(int(pid)) if worker else
+                t.datetime_start is not None and (time.time() - t.datetime_start.timestamp()) > GRACE_S)
+        if gone:
+            requeue(study, t, f"worker {worker or '?'} is gone")
+            done.append(t.number)
+    optuna.storages.fail_stale_trials(study)
+    return done
+
+
+def counted(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial that uses up one of ``--trials``: running, complete, or failed with an ``error`` of its
+    own — not waiting, interrupted (re-queued) or a duplicate."""
+    if t.state == TrialState.WAITING or (t.state == TrialState.FAIL and "error" not in t.user_attrs):
+        return False
+    return not any(k in t.user_attrs for k in NOT_COUNTED)
+
+
+def duplicate_of(study: optuna.Study, trial: optuna.Trial, wait_s: float = 30.0) -> int | None:
+    """The counted trial with the same params as ``trial`` (grid sampler) that owns the point — a
+    finished one, or a running one of lower number — else None. Decided after every lower-numbered
+    running trial has its params (an ask of another worker in progress; at most ``wait_s`` seconds):
+    of two workers that picked one point, the later trial yields."""
+    deadline = time.time() + wait_s
+    while True:
+        others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number and counted(t)]
+        pending = [t for t in others if t.number < trial.number and t.state == TrialState.RUNNING and not t.params]
+        if not pending or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    owners = [t for t in others if t.params == trial.params and (t.state.is_finished() or t.number < trial.number)]
+    return min((t.number for t in owners), default=None)
+
+
+def claim(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Mark ``trial`` this worker's; for a trial taken from the queue (which two workers may pop at
+    once on SQLite) wait and check that the mark is still ours."""
+    token = f"{_worker()}:{uuid.uuid4().hex[:8]}"
+    study._storage.set_trial_user_attr(trial._trial_id, "worker", token)
+    _heartbeat(study, trial._trial_id)
+    if "requeued_from" not in study._storage.get_trial(trial._trial_id).user_attrs:
+        return True
+    time.sleep(1.0)
+    return study._storage.get_trial(trial._trial_id).user_attrs.get("worker") == token
+
+
+def _heartbeat(study: optuna.Study, trial_id: int) -> None:
+    if hasattr(study._storage, "record_heartbeat"):
+        study._storage.record_heartbeat(trial_id)
+
+
+class Heartbeats:
+    """Record a heartbeat of each trial every :data:`HEARTBEAT_S` seconds while the block runs."""
+
+    def __init__(self, study: optuna.Study, trial_ids: Sequence[int]):
+        self.study, self.ids, self.stop = study, list(trial_ids), threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            for i in self.ids:
+                _heartbeat(self.study, i)
+
+    def __enter__(self):
+        self.thread.start()
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
