@@ -5,6 +5,8 @@
 #   ./run.sh bench records/NAME.py [--runs N] [--config.KEY=VALUE ...]  N seeds, compiled once: stats
 #   ./run.sh report [FOLDER]                                            bench results -> table + plot
 #   ./run.sh eval DIR [--tta_level N]                                   test accuracy of a checkpoint
+#   ./run.sh sweep records/NAME.py --space SPACE [--sampler grid|genetic|tpe] [--trials N]   Optuna study
+#   ./run.sh profile records/NAME.py [--steps N]                        device time by kernel category
 #   ./run.sh COMMAND --help                                             a command's flags
 # A failure prints one line, speedrun: error: <what> — <fix>; --debug (or SPEEDRUN_DEBUG=1) adds the traceback.
 # Creates (or reuses) a virtual environment in .venv with the package and its test and report extras.
@@ -15,7 +17,7 @@ set -euo pipefail
 export SPEEDRUN_PROG="${SPEEDRUN_PROG:-$0}"  # how the user called this script: the CLI's hints name it
 cd "$(dirname "$0")"
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 if [[ $# -lt 1 ]]; then usage; exit 2; fi
 case "$1" in -h|--help|help) usage; exit 0 ;; esac
 for a in "$@"; do  # a command's --help needs nothing installed (the CLI's parser is stdlib only)

@@ -88,13 +88,13 @@ if [[ $SMOKE == 1 ]]; then
   PROFILE=("${SIZE[@]}" --steps 2)
   PRECISION=(--data=sample --train_images=1024 --runs=1 --precisions=float32 --set model.width_mult=0.0625
              --set epochs=1 --set batch_size=256 --set whitening.num_images=1024)
-  LIMIT=400; VS_PAIRS=1
+  LIMIT=400; VS_PAIRS=1; VMAP=(--k 2 --scale smoke)
 else
   BENCH=(--config.data.path=sample --tile_to 50000 --no_epoch_eval --runs "$RUNS")
   SLOW=(--config.data.path=sample --tile_to 50000 --no_epoch_eval --runs 2)
   PROFILE=(--config.data.path=sample --tile_to 50000)
   PRECISION=(--record=records/airbench94_muon.py --data=sample --tile_to=50000 --runs=2)
-  LIMIT=240; VS_PAIRS=3
+  LIMIT=240; VS_PAIRS=3; VMAP=(--k 8 --scale record --tile_to 50000)
 fi
 
 for r in airbench94_muon airbench94 94pct_26s; do
@@ -111,6 +111,7 @@ for r in resnet20_stacked resnet20_he2015; do
   step "bench_$r" "$LIMIT" ./run.sh bench "records/$r.py" "${SLOW[@]}" --outdir "$DIR/results"
 done
 step precision_throughput "$LIMIT" "$PY" benchmarks/precision_throughput.py "${PRECISION[@]}"
+step sweep_vmap "$LIMIT" "$PY" benchmarks/sweep_vmap.py "${VMAP[@]}"  # K trials as one program vs K in a row
 step report 60 ./run.sh report "$DIR/results" --table "$DIR/records_table.md" --plot "$DIR/accuracy_vs_time.png"
 say "done in $(( $(date +%s) - START )) s; steps: $(grep -cE '\] (ok|FAILED|TIMEOUT) ' "$LOG") run, \
 $(grep -cE '\] (FAILED|TIMEOUT) ' "$LOG") failed or timed out, $(grep -c '\] SKIP ' "$LOG") skipped"

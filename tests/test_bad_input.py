@@ -176,6 +176,9 @@ CASES = [
      ["batch_size=64", "ghost_batch_size=32"], None),
     ("eval-batch-not-divisible-across-devices", (*T, "--cpu_devices", "3", "--config.batch_size=480", MISSING), 2,
      ["eval_batch_size=1024", "3 devices"], None),
+    ("schedule-too-short-for-its-warmup", ("train", "airbench94", "--workdir={tmp}/logs", "--config.data.path=sample",
+                                           "--config.batch_size=2048", "--config.epochs=1"), 2,
+     ["warmup", "total_steps=2"], None),
     ("batch-larger-than-the-data", (*T, "--config.data.path=sample", "--config.batch_size=8192"), 2,
      ["'batch_size'", "5170 training images"], None),
     # records

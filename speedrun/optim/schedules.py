@@ -117,7 +117,8 @@ def airbench_triangle(total_steps: int, start: float = 0.2, peak_fraction: float
     peak = int(peak_fraction * total_steps)
     if peak < 1 or peak >= total_steps:
         raise ValueError(f"airbench's lr warmup needs 1 <= int({peak_fraction}·total_steps) < total_steps; "
-                         f"got total_steps={total_steps}: train for more steps (epochs or a smaller batch)")
+                         f"got total_steps={total_steps} — train for more steps: more epochs or a smaller batch "
+                         f"(--config.epochs, --config.batch_size)")
     f = piecewise_linear([0, peak, total_steps], [start, 1.0, end])
     return lambda count: f(count)
 

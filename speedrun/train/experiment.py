@@ -64,7 +64,8 @@ class Experiment:
     a run ``last_state`` and ``last_constants`` (its final :class:`TrainState` and whitening filters).
 
     Raises:
-      speedrun.config.ConfigError: see :func:`speedrun.config.derived`; a key of ``hparams`` that
+      speedrun.config.ConfigError: see :func:`speedrun.config.derived`; an optimizer or schedule
+        that cannot be built for the run's step counts (:func:`speedrun.optim.make_optimizer`); a key of ``hparams`` that
         cannot be traced (:func:`speedrun.sweep.hparams.is_traced`);
       speedrun.data.DataError: from the loader.
     """
@@ -89,7 +90,10 @@ class Experiment:
         self.n_train, self.n_test = len(x_train), len(x_test)
         self.policy = precision.resolve(config.precision)
         self.model = get_model(config.model, self.policy.compute_dtype) if model is None else model
-        self.tx, self.lr_schedule = optim.make_optimizer(config.optimizer, self.derived)
+        try:  # a schedule that cannot be built for these step counts is a config problem
+            self.tx, self.lr_schedule = optim.make_optimizer(config.optimizer, self.derived)
+        except ValueError as err:
+            raise config_lib.ConfigError(str(err)) from err
         self.normalize = augment.normalizer(config.data.get("mean", cifar10.CIFAR10_MEAN),
                                             config.data.get("std", cifar10.CIFAR10_STD))
         self._put_data(x_train, y_train, x_test, y_test)
