@@ -1,7 +1,9 @@
 """The progress bar of a run (tqdm): epoch, step, images/s, loss, ETA — on stderr only.
 
-An epoch is one compiled program (``lax.scan`` over its batches, :mod:`speedrun.train.epoch`), so
-the host learns nothing until the epoch ends: the bar advances by the epoch's steps after each
+An epoch runs on the device without reporting back (one compiled ``lax.scan`` over its batches,
+:mod:`speedrun.train.epoch`; on a CPU a few host-called chunks of unrolled steps,
+:mod:`speedrun.train.chunked`, whose metrics are joined at its end), so the host learns nothing
+until the epoch ends: the bar advances by the epoch's steps after each
 epoch, not step by step, and its first ETA appears after the first epoch. It is fed by
 :meth:`speedrun.train.experiment.Experiment.run`'s ``on_row`` hook (one call per epoch with the
 epoch's table row) and writes to stderr, so the log file and the final JSON line on stdout are

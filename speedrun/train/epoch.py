@@ -1,6 +1,8 @@
 """One epoch as one compiled program: shuffle, gather, augment and ``lax.scan`` the step over the
 batches, data-parallel over the mesh (Page's and airbench's single-graph epoch; the host only loops
-over epochs)."""
+over epochs). On the CPU backend :class:`speedrun.train.experiment.Experiment` runs the same pieces
+(:class:`EpochParts`) as host-called chunks of unrolled steps instead (:mod:`speedrun.train.chunked`,
+jax-ml/jax#12868)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ DROPOUT_FOLD = 2**31 - 1
 def scan_unroll(setting: int, steps_per_epoch: int, backend: str | None = None) -> int:
     """How many steps of the epoch's ``lax.scan`` to unroll: ``setting`` when positive; ``0`` means
     automatic: 1 (a real loop) on GPU/TPU, the whole epoch on the CPU backend, where XLA runs the
-    convolutions of a while-loop body far slower than the same ops outside one (README, CPU notes)."""
+    convolutions of a while-loop body far slower than the same ops outside one (jax-ml/jax#12868;
+    README, CPU notes). There :class:`speedrun.train.experiment.Experiment` compiles the epoch as
+    host-called chunks of unrolled steps instead (:func:`speedrun.train.chunked.chunk_size`), so
+    its compile time does not grow with the steps per epoch."""
     if setting > 0:
         return setting
     backend = backend or jax.default_backend()
@@ -66,52 +71,96 @@ def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Deri
       ValueError: random and alternating flips both on, EMA and lookahead both on.
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
-    axis, b = parallel.DATA_AXIS, derived.batch_size
-    steps, total = derived.steps_per_epoch, derived.total_steps
+    parts = EpochParts(model, tx, config, derived, normalize)
+    unroll = scan_unroll(config.scan_unroll, derived.steps_per_epoch)
 
-    def make_step(cfg, tx):
-        step = step_fn(model, tx, cfg, steps, total, axis_name=axis)
-        if total < config.epochs * steps:  # the last epoch stops early (airbench94's 9.9 epochs)
+    def epoch(state, constants, x_train, y_train, key, epoch, hp=None):
+        idx, keys, base_flip = parts.plan(state.run_key, key)
+        state, metrics = parts.run(state, constants, x_train, y_train, idx, keys, base_flip, epoch, hp, unroll)
+        return parts.finish(state, metrics)
+
+    rep, rows = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(parallel.DATA_AXIS)
+    in_specs = (rep, rep, rows, rows, rep, rep) + ((rep,) if hparams else ())
+    return jax.shard_map(epoch, mesh=mesh, in_specs=in_specs, out_specs=(rep, rep))
+
+
+class EpochParts:
+    """The three stages of :func:`make_train_epoch`'s epoch, per device (inside a ``shard_map``
+    over the mesh axis ``data``), shared with the host-chunked CPU epoch
+    (:mod:`speedrun.train.chunked`), so both run the same steps on the same inputs.
+
+    Raises:
+      ValueError: random and alternating flips both on, EMA and lookahead both on.
+    """
+
+    def __init__(self, model, tx, config: ml_collections.ConfigDict, derived: Derived, normalize):
+        self.config, self.derived, self.model, self.normalize = config, derived, model, normalize
+        self.fixed_step = self._make_step(config, tx)  # also checks the config (EMA and lookahead both on)
+        self.augment = augment_lib.make_augment(config.augment)
+        la = config.get("lookahead")
+        self.reset_to_average = la is not None and la.enabled
+
+    def _make_step(self, cfg, tx):
+        steps, total = self.derived.steps_per_epoch, self.derived.total_steps
+        step = step_fn(self.model, tx, cfg, steps, total, axis_name=parallel.DATA_AXIS)
+        if total < self.config.epochs * steps:  # the last epoch stops early (airbench94's 9.9 epochs)
             step = _limited(step, total)
         return step
 
-    fixed_step = make_step(config, tx)  # also checks the config (EMA and lookahead both on)
-    augment = augment_lib.make_augment(config.augment)
-    unroll = scan_unroll(config.scan_unroll, steps)
-    la = config.get("lookahead")
-    reset_to_average = la is not None and la.enabled
+    def step(self, hp=None) -> Callable:
+        """The train step; with ``hp`` (traced hyperparameters) the optimizer and the step are built
+        from the config with those leaves replaced (:func:`speedrun.sweep.hparams.substitute`)."""
+        if hp is None:
+            return self.fixed_step
+        from speedrun import optim  # noqa: PLC0415
+        from speedrun.sweep import hparams as hparams_lib  # noqa: PLC0415
 
-    def epoch(state, constants, x_train, y_train, key, epoch, hp=None):
-        step = fixed_step
-        if hp is not None:  # traced hyperparameters: the optimizer and the step built from them
-            from speedrun import optim  # noqa: PLC0415
-            from speedrun.sweep import hparams as hparams_lib  # noqa: PLC0415
+        cfg = hparams_lib.substitute(self.config, hp)
+        return self._make_step(cfg, optim.make_optimizer(cfg.optimizer, self.derived)[0])
 
-            cfg = hparams_lib.substitute(config, hp)
-            step = make_step(cfg, optim.make_optimizer(cfg.optimizer, derived)[0])
+    def plan(self, run_key: jax.Array, key: jax.Array) -> tuple:
+        """``(idx (S, B) int32, keys (S,) PRNG keys, base_flip (n_train,) bool or None)``: the
+        epoch's batches (the first ``S * B`` of a permutation of ``range(n_train)`` drawn with
+        ``key``), each step's key, and the run's alternating-flip base mask (from ``run_key``;
+        ``None`` without alternating flips)."""
+        d = self.derived
         k_perm, k_aug = jax.random.split(key)
-        idx = jax.random.permutation(k_perm, derived.n_train)[: steps * b].reshape(steps, b)
-        base_flip = augment_lib.fixed_flip_mask(state.run_key, derived.n_train) if augment.alternating else None
+        idx = jax.random.permutation(k_perm, d.n_train)[: d.steps_per_epoch * d.batch_size]
+        idx = idx.reshape(d.steps_per_epoch, d.batch_size)
+        base_flip = augment_lib.fixed_flip_mask(run_key, d.n_train) if self.augment.alternating else None
+        return idx, jax.random.split(k_aug, d.steps_per_epoch), base_flip
+
+    def run(self, state, constants, x_train, y_train, idx, keys, base_flip, epoch, hp=None, unroll=1):
+        """``lax.scan`` the step over the ``len(idx)`` batches ``idx (S', B)`` with keys ``keys (S',)``
+        (``unroll`` steps per loop iteration; ``True``: a Python loop, no while loop at all, as
+        the chunk programs of :mod:`speedrun.train.chunked` need): ``(state, per-step metrics (S', ...))``."""
+        step, axis, augment, normalize = self.step(hp), parallel.DATA_AXIS, self.augment, self.normalize
 
         def body(state, inputs):
             batch_idx, k = inputs  # (B,) dataset indices of the global batch; the step's key
             x_u8, y, i = parallel.gather_batch((x_train, y_train), batch_idx, axis)  # this device's share
-            x = augment(normalize(x_u8), parallel.example_keys(k, derived.batch_per_device, axis),
+            x = augment(normalize(x_u8), parallel.example_keys(k, self.derived.batch_per_device, axis),
                         None if base_flip is None else base_flip[i], epoch)
             return step(state, constants, x, y, jax.random.fold_in(k, DROPOUT_FOLD))
 
-        state, metrics = jax.lax.scan(body, state, (idx, jax.random.split(k_aug, steps)), unroll=unroll)
-        if reset_to_average:
+        if unroll is not True:
+            return jax.lax.scan(body, state, (idx, keys), unroll=unroll)
+        metrics = []  # unrolled in Python: straight-line code, never a while loop (jax#12868)
+        for j in range(len(idx)):
+            state, m = body(state, (idx[j], keys[j]))
+            metrics.append(m)
+        return state, jax.tree.map(lambda *a: jnp.stack(a), *metrics)
+
+    def finish(self, state, metrics):
+        """The epoch's end from the per-step ``metrics (S, ...)``: lookahead's reset to the average,
+        the summary (:func:`summarize_active`) and the health record: ``(state, out)``."""
+        if self.reset_to_average:
             state = state.replace(params=jax.tree.map(jnp.copy, state.ema["params"]),
                                   batch_stats=jax.tree.map(jnp.copy, state.ema["batch_stats"]))
         out = summarize_active(metrics)
         if state.health is not None:  # read by the host once per epoch (check_health)
             out["health"] = {**state.health, "step": state.step}
         return state, out
-
-    rep, rows = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(axis)
-    in_specs = (rep, rep, rows, rows, rep, rep) + ((rep,) if hparams else ())
-    return jax.shard_map(epoch, mesh=mesh, in_specs=in_specs, out_specs=(rep, rep))
 
 
 def _limited(step: Callable, total_steps: int) -> Callable:

@@ -21,6 +21,7 @@ from speedrun.data import augment, cifar10
 from speedrun.measure import flops, runlog
 from speedrun.models import get_model
 from speedrun.system import parallel, precision
+from speedrun.train import chunked
 from speedrun.train.epoch import make_train_epoch
 from speedrun.train.state import TrainState, check_health, constants_fn, init_state
 
@@ -139,10 +140,16 @@ class Experiment:
         hp = (parallel.replicate(self.hp_values(), self.mesh),) if self.hparams else ()
         self.init, t_i = _compile(init_fn, key, in_shardings=rep, out_shardings=rep)
         self.whiten, t_w = _compile(whiten_fn, self.x_whiten, in_shardings=rep, out_shardings=rep)
-        self.epoch, t_e = _compile(epoch_fn, state_shape, consts_shape, self.x_train, self.y_train, key,
-                                   epoch_idx, *hp, donate=(0,),
-                                   in_shardings=(rep, rep, rows, rows, rep, rep) + (rep,) * len(hp),
-                                   out_shardings=rep)
+        chunk = chunked.chunk_size(self.config, self.steps_per_epoch)
+        if chunk:  # CPU: host-called chunks of unrolled steps (speedrun.train.chunked, jax#12868)
+            self.epoch, t_e = chunked.compile_chunked_epoch(
+                self.model, self.tx, self.config, self.derived, self.normalize, self.mesh, chunk,
+                (state_shape, consts_shape, self.x_train, self.y_train, key, epoch_idx, *hp), self.hparams)
+        else:
+            self.epoch, t_e = _compile(epoch_fn, state_shape, consts_shape, self.x_train, self.y_train, key,
+                                       epoch_idx, *hp, donate=(0,),
+                                       in_shardings=(rep, rep, rows, rows, rep, rep) + (rep,) * len(hp),
+                                       out_shardings=rep)
         eval_vars = {**state_shape.ema, "constants": consts_shape}
         self.evaluate, t_v = _compile(evaluate_fn, eval_vars, *self.test_batches,
                                       in_shardings=(rep,) + (self.test_sharding,) * 3, out_shardings=rep)
