@@ -476,6 +476,7 @@ def _small(name, epochs):
     return config.smoke(record_config(name), epochs=epochs, eval_batch_size=1024)
 
 
+@pytest.mark.slow
 def test_airbench94_learns_on_the_subset(sample):
     x, y, xt, yt = sample
     arrays = (x[:1024], y[:1024], xt, yt)  # 4 steps of 256 per epoch keep the unrolled epoch small
@@ -506,6 +507,7 @@ def test_airbench94_learns_on_the_subset(sample):
     assert accs[-1] >= THRESH_AIRBENCH94, accs
 
 
+@pytest.mark.slow
 def test_airbench94_muon_learns_on_the_subset(sample):
     x, y, xt, yt = sample
     arrays = (x[:1024], y[:1024], xt, yt)

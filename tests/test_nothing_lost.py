@@ -40,6 +40,7 @@ def run_lines(outdir):
     return files, [json.loads(ln) for f in files for ln in f.read_text().splitlines() if ln.endswith("}")]
 
 
+@pytest.mark.slow
 def test_killed_bench_keeps_finished_seeds_and_resume_runs_the_rest(sample, tmp_path):
     np.savez(tmp_path / "tiny.npz", **dict(zip(("x_train", "y_train", "x_test", "y_test"), (a[:N] for a in sample))))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",

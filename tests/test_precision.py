@@ -185,6 +185,7 @@ def torch_like_state(model, tx, policy):
                             loss_scale=precision.init_loss_scale(policy))
 
 
+@pytest.mark.slow
 def test_bfloat16_and_float32_train_alike_on_the_real_subset(sample):
     """The same tiny record (width 1/16, batch 256, 2 steps per epoch, 8 epochs, no EMA) from the
     same init, keys and data under float32 and bfloat16, evaluated on the 1017 real test images

@@ -439,6 +439,7 @@ LEARN_IMAGES, LEARN_BATCH, LEARN_WIDTH, LEARN_EPOCHS = 2560, 512, 0.25, 4
 LEARN_MIN_ACC = {"resnet20_he2015": 0.13, "resnet20_stacked": 0.13}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet20_he2015", "resnet20_stacked"])
 def test_record_learns_on_the_subset(name, sample):
     x, y, xt, yt = sample
