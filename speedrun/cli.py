@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -253,7 +254,7 @@ def _bench(args, config) -> int:
 
     results, summary = bench.run(config, args.runs, args.target, not args.no_epoch_eval, args.tile_to,
                                  outdir=args.outdir, resume=args.resume,
-                                 progress=show)
+                                 progress=show, command=f"{_invocation()} {shlex.join(getattr(args, 'argv', []))}")
     print(bench.format_summary(summary))
     print(json.dumps({k: v for k, v in summary.items() if k not in ("versions", "matmul")}))
     print(f"# wrote {summary['file']}")
@@ -329,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns the exit status: 0, 1 (a failed run: data, device, divergence) or 2 (usage, config)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args, overrides = parse(argv)
+    args.argv = argv  # the command line as given: kept in bench results
     env.configure(getattr(args, "cpu_devices", None))
     xla_bridge_log = logging.getLogger("jax._src.xla_bridge")  # the same logger object before and after import
     if not any(isinstance(f, _NoLibtpuProbe) for f in xla_bridge_log.filters):

@@ -9,6 +9,7 @@ counting XLA compilations with jax.monitoring: the second and third seeds must c
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -213,6 +214,14 @@ def test_bench_flops_and_summary(tiny_bench):
         hit = next((h["elapsed_s"] for h in run["history"]
                     if (h.get("tta_acc") if h.get("tta_acc") is not None else h["test_acc"]) >= 0.12), None)
         assert run["time_to_target_s"] == hit
+    # what reproduces it: the code's git state (the commit of this checkout, from git itself) and
+    # the command, which a library call does not have
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(bench.__file__).parent, capture_output=True,
+                          text=True).stdout.strip()
+    assert s["commit"].startswith(head + " (") if head else s["commit"] == "not a git checkout"
+    assert s["command"] is None
     json.dumps(s)  # JSON-ready
 
 

@@ -70,6 +70,7 @@ def test_killed_bench_keeps_finished_seeds_and_resume_runs_the_rest(sample, tmp_
     assert sorted(r["seed"] for r in runs) == [0, 1, 2, 3]  # each seed once
     assert [r["kind"] for r in rows].count("summary") == 1 and rows[-1]["kind"] == "summary"
     assert rows[-1]["runs"] == 4 and sorted(rows[-1]["seeds"]) == [0, 1, 2, 3]
+    assert rows[-1]["command"] == " ".join(["python -m speedrun.cli", *bench_cmd(tmp_path / "tiny.npz", out, "--resume")[3:]])
     assert [r["first_in_process"] for r in runs] == [True] + [False] * (len(killed) - 1) + [True] + \
         [False] * (3 - len(killed))
     assert done.stdout.count("\nseed ") + done.stdout.startswith("seed ") == 4 - len(killed)

@@ -29,6 +29,7 @@ CIFAR-10 figure.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -219,7 +220,7 @@ def format_summary(s: dict[str, Any]) -> str:
 def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool = True,
         tile_to: int | None = None, arrays: tuple | None = None, matmul: bool = True,
         outdir: str | Path | None = None, log: Callable[[str], None] | None = print, resume: bool = False,
-        progress: bool | None = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        progress: bool | None = False, command: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Compile ``config`` once and train it for ``runs`` seeds; return ``(run results, summary)``.
 
     Args:
@@ -238,6 +239,9 @@ def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool
         missing: no compilation), and summarize every run of the file, which the results then hold;
         without such a file, start a new one.
       progress: a progress bar per seed on stderr (:func:`run_seeds`; ``None``: on a terminal).
+      command: the command line that asked for this bench, kept in the summary (``./run.sh bench``
+        passes its own); the summary also names the git state of the code
+        (:func:`speedrun.measure.runlog.git_state`).
 
     Raises:
       ValueError: ``runs < 1``, no target (see :func:`target_of`), bad ``tile_to``, ``resume``
@@ -260,6 +264,9 @@ def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool
             log(f"# training rows tiled from {tiled_from} to {len(x_train)} for timing; "
                 "accuracy is not a CIFAR-10 result")
     device = runlog.device_description()
+    if log:  # what reproduces the figures below, first (the summary line repeats it)
+        log(f"# bench {config.name}: {command or 'called from Python'}")
+        log(f"# commit {runlog.git_state()}; device {device}; versions {json.dumps(runlog.versions())}")
     setting = resultfile.setting_id(config, device=device, target=target, tile_to=tile_to,
                                     per_epoch_eval=per_epoch_eval, train_images=len(x_train), test_images=len(x_test))
     out, results = resultfile.open_results(outdir, config.name, device, setting, resume, log)
@@ -277,7 +284,8 @@ def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool
     results += run_seeds(exp, seeds, target, per_epoch_eval, log, on_run, progress) if seeds else []
     mm = matmul_flops_per_s(precision.resolve(config.precision).compute_dtype) if matmul else None
     summary = summarize(results, target, exp.compile_time_s if exp else None, mm, jax.devices()[0].device_kind)
-    summary.update(backend=jax.default_backend(), versions=runlog.versions(), per_epoch_eval=per_epoch_eval,
+    summary.update(backend=jax.default_backend(), versions=runlog.versions(), commit=runlog.git_state(),
+                   command=command, per_epoch_eval=per_epoch_eval,
                    setting=setting, time=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     if out is not None:
         out.append(summary)
