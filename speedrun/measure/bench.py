@@ -263,10 +263,10 @@ def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool
         if log:
             log(f"# training rows tiled from {tiled_from} to {len(x_train)} for timing; "
                 "accuracy is not a CIFAR-10 result")
-    device = runlog.device_description()
+    device, code, versions = runlog.device_description(), runlog.git_state(), runlog.versions()
     if log:  # what reproduces the figures below, first (the summary line repeats it)
         log(f"# bench {config.name}: {command or 'called from Python'}")
-        log(f"# commit {runlog.git_state()}; device {device}; versions {json.dumps(runlog.versions())}")
+        log(f"# commit {code}; device {device}; versions {json.dumps(versions)}")
     setting = resultfile.setting_id(config, device=device, target=target, tile_to=tile_to,
                                     per_epoch_eval=per_epoch_eval, train_images=len(x_train), test_images=len(x_test))
     out, results = resultfile.open_results(outdir, config.name, device, setting, resume, log)
@@ -284,7 +284,7 @@ def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool
     results += run_seeds(exp, seeds, target, per_epoch_eval, log, on_run, progress) if seeds else []
     mm = matmul_flops_per_s(precision.resolve(config.precision).compute_dtype) if matmul else None
     summary = summarize(results, target, exp.compile_time_s if exp else None, mm, jax.devices()[0].device_kind)
-    summary.update(backend=jax.default_backend(), versions=runlog.versions(), commit=runlog.git_state(),
+    summary.update(backend=jax.default_backend(), versions=versions, commit=code,
                    command=command, per_epoch_eval=per_epoch_eval,
                    setting=setting, time=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     if out is not None:
