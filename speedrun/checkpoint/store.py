@@ -151,14 +151,15 @@ def restore_items(mngr, step: int, **items):
 def _targets(exp) -> tuple[Any, Any, Any]:
     """``(state shape with keys, state target as saved, model target)``: replicated on ``exp``'s mesh."""
     from speedrun.system import parallel  # noqa: PLC0415
-    from speedrun.train.state import constants_fn, init_state  # noqa: PLC0415
+    from speedrun.train.state import constants_fn, evaluated, init_state  # noqa: PLC0415
 
     rep = parallel.replicated(exp.mesh)
     shaped = lambda t: jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), t)  # noqa: E731
-    full = jax.eval_shape(lambda k: init_state(exp.model, exp.tx, k, exp.policy), jax.random.key(0))
+    full = jax.eval_shape(exp.init_fn, jax.random.key(0))
     consts = jax.eval_shape(constants_fn(exp.config, exp.normalize), exp.x_whiten)
     shape = full.replace(ema=None)
-    return shape, shaped(jax.eval_shape(_key_data, shape)), shaped({**full.ema, "constants": consts})
+    return shape, shaped(jax.eval_shape(_key_data, shape)), shaped({**evaluated(full), "constants": consts}), \
+        full.ema is not None
 
 
 def restore(directory: str | Path, exp, step: int | None = None) -> tuple[Any, dict, dict]:
@@ -172,12 +173,13 @@ def restore(directory: str | Path, exp, step: int | None = None) -> tuple[Any, d
       speedrun.config.ConfigError: no such folder or step, or arrays that do not fit ``exp``'s
         model and optimizer (structure, shape or dtype).
     """
-    shape, state_target, model_target = _targets(exp)
+    shape, state_target, model_target, averaged = _targets(exp)
     ocp = orbax()
     with open_checkpoint(directory, step) as (mngr, step, meta):
         out = restore_items(mngr, step, state=ocp.args.StandardRestore(state_target),
                        model=ocp.args.StandardRestore(model_target))
     state = jax.tree.map(lambda a, s: jax.random.wrap_key_data(a) if _is_key(s) else a, out["state"], shape)
     model = out["model"]
-    state = state.replace(ema={k: v for k, v in model.items() if k != "constants"})
+    if averaged:  # the average is the saved model; without one the net is, and it is in the state
+        state = state.replace(ema={k: v for k, v in model.items() if k != "constants"})
     return state, model["constants"], {**meta, "epochs_done": step}

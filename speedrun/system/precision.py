@@ -6,8 +6,12 @@ batch-norm statistics, logits and the loss in float32 — mixed-precision traini
 Micikevicius et al., "Mixed Precision Training" (ICLR 2018): float32 master weights, half-precision
 arithmetic, loss scaling for float16. ``float16`` scales the loss dynamically with
 ``flax.training.dynamic_scale.DynamicScale`` (the scheme of PyTorch's ``GradScaler``: start at
-2^16, halve on a step with non-finite gradients — that step is skipped, never applied — and double
-after 2000 finite steps). ``bfloat16`` has float32's exponent range and needs no scaling.
+2^16, halve on a step with non-finite gradients — that step's update is not applied — and double
+after 2000 finite steps; as with ``GradScaler`` beside a scheduler, a skipped step still counts, so
+the learning-rate schedules keep their length). ``float16_static`` multiplies the mean loss by the
+batch size, a fixed scale — airbench's summed loss in float16 autocast — and checks nothing per
+step (a non-finite loss is caught by the run's health record). ``bfloat16`` has float32's exponent
+range and needs no scaling.
 
 The sources' policies: Page's ResNet-9 trained in fp16 with float32 batch norm (cifar10-fast
 ``bag_of_tricks.ipynb``, ``.half()`` with BN kept in float); airbench runs its net in bf16/fp16
@@ -32,13 +36,15 @@ class Policy:
     Attributes:
       name: ``"float32"``, ``"bfloat16"`` or ``"float16"``.
       compute_dtype: dtype of convolutions, matmuls and activations (the model's ``dtype``).
-      loss_scaling: whether the loss is scaled dynamically (float16 only).
+      loss_scaling: whether the loss is scaled dynamically (``float16``).
+      static_scale: whether the loss is scaled by the batch size, unchecked (``float16_static``).
       param_dtype: dtype of params and optimizer state: always float32.
     """
 
     name: str
     compute_dtype: Any
     loss_scaling: bool
+    static_scale: bool = False
     param_dtype: Any = jnp.float32
 
 
@@ -46,6 +52,7 @@ POLICIES: dict[str, Policy] = {
     "float32": Policy("float32", jnp.float32, False),
     "bfloat16": Policy("bfloat16", jnp.bfloat16, False),
     "float16": Policy("float16", jnp.float16, True),
+    "float16_static": Policy("float16_static", jnp.float16, False, static_scale=True),
 }
 
 #: DynamicScale settings (flax's defaults, equal to PyTorch GradScaler's): initial scale 2^16,
@@ -100,31 +107,44 @@ def init_loss_scale(policy: Policy) -> DynamicScale | None:
 
 
 def value_and_grad(loss_fn: Callable[[Any], tuple[jax.Array, Any]], params: Any,
-                   loss_scale: DynamicScale | None) -> tuple[DynamicScale | None, jax.Array, tuple, Any]:
+                   loss_scale: DynamicScale | None, static_scale: float | None = None
+                   ) -> tuple[DynamicScale | None, jax.Array, tuple, Any]:
     """``jax.value_and_grad(loss_fn, has_aux=True)(params)``, with dynamic loss scaling when
-    ``loss_scale`` is given.
+    ``loss_scale`` is given, or a fixed ``static_scale`` (the loss times it, the gradients divided).
 
     Args:
       loss_fn: ``params -> (float32 scalar loss, aux)``.
       params: float32 pytree.
       loss_scale: a ``DynamicScale`` (float16 policy) or ``None``.
+      static_scale: the fixed scale (float16_static: the batch size) or ``None``.
 
     Returns:
       ``(new_loss_scale, finite, (loss, aux), grads)``: the updated ``DynamicScale`` (or None);
       ``finite``, a bool scalar, False when some gradient is NaN or infinite (always True without
-      scaling); the unscaled loss; float32 gradients, unscaled.
+      dynamic scaling: nothing is checked); the unscaled loss; float32 gradients, unscaled.
     """
-    if loss_scale is None:
+    if loss_scale is not None:
+        return loss_scale.value_and_grad(loss_fn, has_aux=True)(params)
+    if static_scale is None:
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return None, jnp.asarray(True), (loss, aux), grads
-    loss_scale, finite, (loss, aux), grads = loss_scale.value_and_grad(loss_fn, has_aux=True)(params)
-    return loss_scale, finite, (loss, aux), grads
+
+    def scaled(p):
+        loss, aux = loss_fn(p)
+        return loss * static_scale, (loss, aux)
+
+    (_, (loss, aux)), grads = jax.value_and_grad(scaled, has_aux=True)(params)
+    return None, jnp.asarray(True), (loss, aux), jax.tree.map(lambda g: g / static_scale, grads)
 
 
 def keep_if_finite(finite: jax.Array, new: Any, old: Any) -> Any:
-    """``new`` where ``finite`` else ``old``, leaf by leaf (a skipped step leaves the state as it
-    was). ``new`` and ``old`` are pytrees of the same structure; ``finite`` a bool scalar."""
-    return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    """``new`` where ``finite`` else ``old``, for the float leaves; integer leaves (step counts of
+    the optimizer's schedules) always take ``new``: a skipped step still counts, as PyTorch's
+    scheduler steps past a ``GradScaler`` skip. Pytrees of the same structure; ``finite`` a bool
+    scalar. Applied to what an update writes (params, optimizer state, batch stats), the select
+    fuses into the update itself."""
+    return jax.tree.map(lambda n, o: jnp.where(finite, n, o) if jnp.issubdtype(n.dtype, jnp.floating) else n,
+                        new, old)
 
 
 def summarize_steps(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:

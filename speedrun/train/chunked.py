@@ -13,6 +13,7 @@ epoch with a real loop.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Sequence
 
@@ -22,6 +23,7 @@ import ml_collections
 
 from speedrun.config import Derived
 from speedrun.system import parallel
+from speedrun.train import plan as plan_lib
 from speedrun.train.epoch import EpochParts
 
 #: steps per chunk program on CPU when ``config.scan_chunk`` is 0 or absent (automatic)
@@ -50,86 +52,118 @@ def _compile(fn, args, in_shardings, out_sharding, donate=()):
 class ChunkedEpoch:
     """``epoch(state, constants, x_train, y_train, key, epoch[, hp]) -> (state, metrics)``, the
     call of the compiled one-program epoch (same arguments, shardings, donated ``state`` and
-    results; :func:`speedrun.train.epoch.make_train_epoch`), run as the programs ``plan``, ``chunk``
-    (``chunk_steps`` steps, called ``n_full`` times), ``rest`` (the ``rest_steps`` left; ``None``
-    when none) and ``finish``.
+    results; :func:`speedrun.train.epoch.make_train_epoch`), run as the programs ``plan``, then
+    ``calls`` (one ``(program, segment slice)`` per chunk, in order) and ``finish``.
 
     ``input_shardings`` is that of the one-program epoch (``((state, constants, x_train, y_train,
-    key, epoch[, hp]), {})``); :meth:`as_text` is the chunk program's HLO (module ``jit_epoch``).
+    key, epoch[, hp]), {})``); :meth:`as_text` is the first chunk program's HLO (module ``jit_epoch``).
     """
 
-    def __init__(self, plan, chunk, rest, finish, n_full: int, chunk_steps: int, rest_steps: int,
-                 input_shardings: tuple):
-        self.plan, self.chunk, self.rest, self.finish = plan, chunk, rest, finish
-        self.n_full, self.chunk_steps, self.rest_steps = n_full, chunk_steps, rest_steps
+    def __init__(self, plan, calls: list, finish, input_shardings: tuple):
+        self.plan, self.calls, self.finish = plan, calls, finish
         self.input_shardings = input_shardings
 
     def __call__(self, state, constants, x_train, y_train, key, epoch, *hp):
         idx, keys, base_flip = self.plan(state.run_key, key)  # lists of per-chunk slices
         metrics = []
-        for c, (i, k) in enumerate(zip(idx, keys)):
-            program = self.chunk if c < self.n_full else self.rest
+        for program, i, k in zip(self.calls, idx, keys):
             state, m = program(state, constants, x_train, y_train, i, k, base_flip, epoch, *hp)
             metrics.append(m)
         return self.finish(state, metrics)
 
     def as_text(self) -> str:
-        return self.chunk.as_text()
+        return self.calls[0].as_text()
 
 
-def compile_chunked_epoch(model, tx, config: ml_collections.ConfigDict, derived: Derived, normalize,
-                          mesh: jax.sharding.Mesh, chunk: int, args: Sequence[Any],
-                          hparams: Sequence[str] = ()) -> tuple[ChunkedEpoch, float]:
-    """Compile the chunked epoch for ``args``, the one-program epoch's arguments (arrays or
-    ``jax.ShapeDtypeStruct`` trees: ``state, constants, x_train, y_train, key, epoch[, hp]``, with
-    ``x_train``/``y_train`` rows sharded along ``data``, the rest replicated on ``mesh``):
-    ``(epoch, seconds spent compiling all its programs)``.
+class ChunkCompiler:
+    """Compiles chunked epochs (:class:`ChunkedEpoch`) for the one-program epoch's arguments
+    ``args`` (arrays or ``jax.ShapeDtypeStruct`` trees: ``state, constants, x_train, y_train, key,
+    epoch[, hp]``, with ``x_train``/``y_train`` rows sharded along ``data``, the rest replicated on
+    ``mesh``), sharing every program among the epochs of a plan: a chunk program per (segment
+    variant, length), a plan program per epoch length, a finish program per chunk layout.
 
     ``chunk``: steps per chunk program, ``1 <= chunk`` (:func:`chunk_size`). Every program runs in a
     ``jax.shard_map`` over ``mesh``; the chunk programs and ``finish`` donate the state.
+    ``retrace``: as for :class:`speedrun.train.epoch.EpochParts`.
 
     Raises:
       ValueError: ``chunk < 1``; see :class:`speedrun.train.epoch.EpochParts`.
     """
-    if chunk < 1:
-        raise ValueError(f"chunk must be a positive number of steps; got {chunk}")
+
+    def __init__(self, model, tx, config: ml_collections.ConfigDict, derived: Derived, normalize,
+                 mesh: jax.sharding.Mesh, chunk: int, args: Sequence[Any], hparams: Sequence[str] = (),
+                 retrace=None):
+        if chunk < 1:
+            raise ValueError(f"chunk must be a positive number of steps; got {chunk}")
+        self.parts = EpochParts(model, tx, config, derived, normalize, retrace)
+        self.mesh, self.chunk = mesh, chunk
+        self.args, self.hp = tuple(args[:6]), tuple(args[6:7]) if hparams else ()
+        self.cache: dict = {}  # program key -> compiled program (or shapes)
+
+    def _smap(self, f, specs):
+        return jax.shard_map(f, mesh=self.mesh, in_specs=specs, out_specs=jax.sharding.PartitionSpec())
+
+    def _get(self, key, build):
+        if key not in self.cache:
+            self.cache[key] = build()
+        return self.cache[key]
+
+    def compile(self, spec: plan_lib.EpochSpec) -> ChunkedEpoch:
+        """The chunked program sequence of one epoch ``spec``: its segments cut into chunks of at
+        most ``chunk`` steps (compiled once per distinct variant and length)."""
+        P, axis, parts, mesh = jax.sharding.PartitionSpec, parallel.DATA_AXIS, self.parts, self.mesh
+        rep, rows = parallel.replicated(mesh), parallel.sharded(mesh)
+        state, constants, x_train, y_train, key, epoch = self.args
+        hp = self.hp
+        bounds, segs, a = [], [], 0
+        for seg in spec.segments:
+            for c in range(0, seg.steps, self.chunk):
+                n = min(self.chunk, seg.steps - c)
+                bounds.append((a + c, a + c + n))
+                segs.append(dataclasses.replace(seg, steps=n))
+            a += seg.steps
+
+        def plan(run_key, key):
+            idx, keys, base_flip = parts.plan(run_key, key, spec.steps)
+            return [idx[x:y] for x, y in bounds], [keys[x:y] for x, y in bounds], base_flip
+
+        plan_f = self._smap(plan, (P(), P()))
+        plan_c = self._get(("plan", tuple(bounds)), lambda: _compile(plan_f, (state.run_key, key), (rep, rep), rep))
+        idx_s, keys_s, flip_s = jax.eval_shape(plan_f, state.run_key, key)
+        chunk_specs = (P(), P(), P(axis), P(axis), P(), P(), P(), P()) + ((P(),) if hp else ())
+        chunk_shard = (rep, rep, rows, rows, rep, rep, rep, rep) + ((rep,) if hp else ())
+        calls, metrics_s = [], []
+        for c, seg in enumerate(segs):
+            def epoch_chunk(state, constants, x_train, y_train, idx, keys, base_flip, epoch, hp=None, seg=seg):
+                return parts.run(state, constants, x_train, y_train, idx, keys, base_flip, epoch, seg, hp, unroll=True)
+
+            epoch_chunk.__name__ = "epoch"  # the module jit_epoch, as the one-program epoch's (profiles)
+            f = self._smap(epoch_chunk, chunk_specs)
+            chunk_args = (state, constants, x_train, y_train, idx_s[c], keys_s[c], flip_s, epoch, *hp)
+            calls.append(self._get(("chunk", seg), lambda: _compile(f, chunk_args, chunk_shard, rep, donate=(0,))))
+            metrics_s.append(self._get(("metrics", seg), lambda: jax.eval_shape(f, *chunk_args)[1]))
+
+        def finish(state, metrics):
+            return parts.finish(state, jax.tree.map(lambda *a: jnp.concatenate(a), *metrics))
+
+        finish_c = self._get(("finish", tuple(s.steps for s in segs)), lambda: _compile(
+            self._smap(finish, (P(), P())), (state, metrics_s), (rep, rep), rep, donate=(0,)))
+        tree_rep = lambda t: jax.tree.map(lambda _: rep, t)  # noqa: E731
+        shardings = ((tree_rep(state), tree_rep(constants), rows, rows, rep, rep) + tuple(tree_rep(h) for h in hp), {})
+        return ChunkedEpoch(plan_c, calls, finish_c, shardings)
+
+
+def compile_chunked_epoch(model, tx, config: ml_collections.ConfigDict, derived: Derived, normalize,
+                          mesh: jax.sharding.Mesh, chunk: int, args: Sequence[Any],
+                          hparams: Sequence[str] = (), spec: plan_lib.EpochSpec | None = None,
+                          retrace=None) -> tuple[ChunkedEpoch, float]:
+    """Compile the chunked epoch ``spec`` (default the full epoch) for ``args``
+    (:class:`ChunkCompiler`): ``(epoch, seconds spent compiling all its programs)``.
+
+    Raises:
+      ValueError: ``chunk < 1``; see :class:`speedrun.train.epoch.EpochParts`.
+    """
     t0 = time.perf_counter()
-    parts = EpochParts(model, tx, config, derived, normalize)
-    steps = derived.steps_per_epoch
-    chunk = min(chunk, steps)
-    n_full, rest_steps = divmod(steps, chunk)
-    bounds = [(c * chunk, (c + 1) * chunk) for c in range(n_full)] + ([(n_full * chunk, steps)] if rest_steps else [])
-    P, axis = jax.sharding.PartitionSpec, parallel.DATA_AXIS
-    rep, rows = parallel.replicated(mesh), parallel.sharded(mesh)
-    state, constants, x_train, y_train, key, epoch = args[:6]
-    hp = tuple(args[6:7]) if hparams else ()
-
-    def plan(run_key, key):
-        idx, keys, base_flip = parts.plan(run_key, key)
-        return [idx[a:b] for a, b in bounds], [keys[a:b] for a, b in bounds], base_flip
-
-    def epoch_chunk(state, constants, x_train, y_train, idx, keys, base_flip, epoch, hp=None):
-        return parts.run(state, constants, x_train, y_train, idx, keys, base_flip, epoch, hp, unroll=True)
-
-    epoch_chunk.__name__ = "epoch"  # the module jit_epoch, as the one-program epoch's (profiles)
-    smap = lambda f, specs=(P(), P()): jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=P())  # noqa: E731
-    plan_c = _compile(smap(plan), (state.run_key, key), (rep, rep), rep)
-    idx_s, keys_s, flip_s = jax.eval_shape(smap(plan), state.run_key, key)
-    chunk_specs = (P(), P(), P(axis), P(axis), P(), P(), P(), P()) + ((P(),) if hp else ())
-    chunk_shard = (rep, rep, rows, rows, rep, rep, rep, rep) + ((rep,) if hp else ())
-    programs, metrics_s = [], []
-    for c in [0] + ([n_full] if rest_steps else []):  # the chunk program, the rest's
-        chunk_args = (state, constants, x_train, y_train, idx_s[c], keys_s[c], flip_s, epoch, *hp)
-        f = smap(epoch_chunk, chunk_specs)
-        programs.append(_compile(f, chunk_args, chunk_shard, rep, donate=(0,)))
-        metrics_s += [jax.eval_shape(f, *chunk_args)[1]] * (n_full if c == 0 else 1)
-
-    def finish(state, metrics):
-        return parts.finish(state, jax.tree.map(lambda *a: jnp.concatenate(a), *metrics))
-
-    finish_c = _compile(smap(finish), (state, metrics_s), (rep, rep), rep, donate=(0,))
-    tree_rep = lambda t: jax.tree.map(lambda _: rep, t)  # noqa: E731
-    shardings = ((tree_rep(state), tree_rep(constants), rows, rows, rep, rep) + tuple(tree_rep(h) for h in hp), {})
-    epoch_fn = ChunkedEpoch(plan_c, programs[0], programs[1] if rest_steps else None, finish_c, n_full, chunk,
-                            rest_steps, shardings)
-    return epoch_fn, time.perf_counter() - t0
+    spec = plan_lib.full_epoch(derived.steps_per_epoch) if spec is None else spec
+    epoch = ChunkCompiler(model, tx, config, derived, normalize, mesh, chunk, args, hparams, retrace).compile(spec)
+    return epoch, time.perf_counter() - t0

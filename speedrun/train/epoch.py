@@ -1,8 +1,8 @@
 """One epoch as one compiled program: shuffle, gather, augment and ``lax.scan`` the step over the
-batches, data-parallel over the mesh (Page's and airbench's single-graph epoch; the host only loops
-over epochs). On the CPU backend :class:`speedrun.train.experiment.Experiment` runs the same pieces
-(:class:`EpochParts`) as host-called chunks of unrolled steps instead (:mod:`speedrun.train.chunked`,
-jax-ml/jax#12868)."""
+batches, data-parallel over the mesh (Page's and airbench's single-graph epoch; the host only picks
+each epoch's program, :mod:`speedrun.train.plan`). On the CPU backend the same pieces
+(:class:`EpochParts`) run as host-called chunks of unrolled steps instead
+(:mod:`speedrun.train.chunked`, jax-ml/jax#12868)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import ml_collections
 from speedrun.config import Derived
 from speedrun.data import augment as augment_lib
 from speedrun.system import parallel, precision
+from speedrun.train import plan as plan_lib
 from speedrun.train.step import step_fn
 
 #: fold_in constant deriving a step's ``"dropout"`` key from its batch key (never an example position)
@@ -35,8 +36,10 @@ def scan_unroll(setting: int, steps_per_epoch: int, backend: str | None = None) 
 
 
 def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Derived, normalize,
-                     mesh: jax.sharding.Mesh | None = None, hparams: Sequence[str] = ()) -> Callable[..., Any]:
-    """``epoch(state, constants, x_train, y_train, key, epoch) -> (state, metrics)``: a
+                     mesh: jax.sharding.Mesh | None = None, hparams: Sequence[str] = (),
+                     spec: plan_lib.EpochSpec | None = None, retrace: Callable | None = None) -> Callable[..., Any]:
+    """``epoch(state, constants, x_train, y_train, key, epoch) -> (state, metrics)``: the epoch
+    ``spec`` (default: the full epoch, :func:`speedrun.train.plan.full_epoch`) as one program, a
     ``jax.shard_map`` over ``mesh`` (default: every device; jit it) whose replicas each run
     :func:`speedrun.train.step.train_step` on their share of every global batch.
 
@@ -48,99 +51,104 @@ def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Deri
     alternating flips never recompile), replicated.
 
     Shuffles ``range(n_train)`` with ``key`` (the same permutation on every device), keeps the first
-    ``steps_per_epoch * batch_size`` indices (the last partial batch is dropped) and scans the step
-    over the batches; each device gathers its share of the global batch, normalises it and augments
+    ``spec.steps * batch_size`` indices and scans the step over the batches, segment by segment
+    (each its own ``lax.scan``, with its own static variant: whitening bias trained or detached,
+    image size); each device gathers its share of the global batch, normalises it and augments
     each example with its own key (its position in the global batch folded in, so neither replicas
-    nor device counts share or change draws). Past ``derived.total_steps`` (airbench94's 9.9 epochs)
-    a step is skipped (``lax.cond``: state unchanged) and left out of the metrics. With lookahead the
-    net is set to the average at the end of every epoch (airbench's ``update(net, decay=1.0)``).
+    nor device counts share or change draws).
 
     Returns the replicated state and the epoch's metrics, float32 scalars: mean training ``loss`` and
     ``acc`` over its steps; under float16 also ``skipped`` and ``loss_scale``; and ``health``, the
     state's health record at the epoch's end with ``step`` (int32 ``state.step``) added
     (:func:`speedrun.train.state.check_health` reads it; absent when the state tracks none).
 
-    ``hparams``: dotted config keys taken as traced inputs (:mod:`speedrun.sweep.hparams`, a sweep
-    that compiles once): the function then takes a last argument ``hp``, ``{key: float32 scalar}``
-    (replicated), and builds the optimizer (:func:`speedrun.optim.make_optimizer`), the averaging
-    and the label smoothing from the config with those leaves replaced
-    (:func:`speedrun.sweep.hparams.substitute`); ``tx`` is then used only for its state's structure
-    (the state passed in). Empty (default): no ``hp`` argument, everything from ``config``.
+    ``hparams``: dotted config keys taken as traced inputs (sweeps that compile once): the function
+    then takes a last argument ``hp``, ``{key: float32 scalar}`` (replicated), and ``retrace(hp) ->
+    (config, tx)`` builds the step from it (:mod:`speedrun.sweep.hparams`); ``tx`` is then used
+    only for its state's structure (the state passed in).
 
     Raises:
       ValueError: random and alternating flips both on, EMA and lookahead both on.
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
-    parts = EpochParts(model, tx, config, derived, normalize)
-    unroll = scan_unroll(config.scan_unroll, derived.steps_per_epoch)
+    spec = plan_lib.full_epoch(derived.steps_per_epoch) if spec is None else spec
+    parts = EpochParts(model, tx, config, derived, normalize, retrace)
+    unroll = scan_unroll(config.scan_unroll, spec.steps)
 
     def epoch(state, constants, x_train, y_train, key, epoch, hp=None):
-        idx, keys, base_flip = parts.plan(state.run_key, key)
-        state, metrics = parts.run(state, constants, x_train, y_train, idx, keys, base_flip, epoch, hp, unroll)
-        return parts.finish(state, metrics)
+        idx, keys, base_flip = parts.plan(state.run_key, key, spec.steps)
+        metrics, a = [], 0
+        for seg in spec.segments:
+            state, m = parts.run(state, constants, x_train, y_train, idx[a:a + seg.steps], keys[a:a + seg.steps],
+                                 base_flip, epoch, seg, hp, unroll)
+            metrics.append(m)
+            a += seg.steps
+        return parts.finish(state, jax.tree.map(lambda *m: jnp.concatenate(m), *metrics))
 
     rep, rows = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(parallel.DATA_AXIS)
     in_specs = (rep, rep, rows, rows, rep, rep) + ((rep,) if hparams else ())
     return jax.shard_map(epoch, mesh=mesh, in_specs=in_specs, out_specs=(rep, rep))
 
 
+#: the param leaves a segment with a detached whitening bias takes as constants
+WHITEN_BIAS_LEAVES = ("whiten_bias",)
+
+
 class EpochParts:
-    """The three stages of :func:`make_train_epoch`'s epoch, per device (inside a ``shard_map``
-    over the mesh axis ``data``), shared with the host-chunked CPU epoch
+    """The three stages of an epoch, per device (inside a ``shard_map`` over the mesh axis
+    ``data``): :meth:`plan`, :meth:`run` (one segment) and :meth:`finish`, shared by the
+    one-program epoch (:func:`make_train_epoch`) and the host-chunked CPU epoch
     (:mod:`speedrun.train.chunked`), so both run the same steps on the same inputs.
+
+    ``retrace(hp) -> (config, tx)``: the config and optimizer with traced hyperparameters
+    substituted (sweeps); ``None``: every value from ``config``.
 
     Raises:
       ValueError: random and alternating flips both on, EMA and lookahead both on.
     """
 
-    def __init__(self, model, tx, config: ml_collections.ConfigDict, derived: Derived, normalize):
+    def __init__(self, model, tx, config: ml_collections.ConfigDict, derived: Derived, normalize,
+                 retrace: Callable | None = None):
         self.config, self.derived, self.model, self.normalize = config, derived, model, normalize
-        self.fixed_step = self._make_step(config, tx)  # also checks the config (EMA and lookahead both on)
+        self.tx, self.retrace = tx, retrace
+        policy = precision.resolve(config.precision)
+        self.static_scale = float(derived.batch_size) if policy.static_scale else None
+        self.step(plan_lib.Segment(1))  # checks the config (EMA and lookahead both on)
         self.augment = augment_lib.make_augment(config.augment)
-        la = config.get("lookahead")
-        self.reset_to_average = la is not None and la.enabled
 
-    def _make_step(self, cfg, tx):
-        steps, total = self.derived.steps_per_epoch, self.derived.total_steps
-        step = step_fn(self.model, tx, cfg, steps, total, axis_name=parallel.DATA_AXIS)
-        if total < self.config.epochs * steps:  # the last epoch stops early (airbench94's 9.9 epochs)
-            step = _limited(step, total)
-        return step
+    def step(self, segment: plan_lib.Segment, hp=None) -> Callable:
+        """The train step of ``segment``'s variant; with ``hp`` (traced hyperparameters) built from
+        ``retrace(hp)``."""
+        cfg, tx = (self.config, self.tx) if hp is None else self.retrace(hp)
+        return step_fn(self.model, tx, cfg, self.derived.total_steps, axis_name=parallel.DATA_AXIS,
+                       detach=() if segment.whiten_bias else WHITEN_BIAS_LEAVES, static_scale=self.static_scale)
 
-    def step(self, hp=None) -> Callable:
-        """The train step; with ``hp`` (traced hyperparameters) the optimizer and the step are built
-        from the config with those leaves replaced (:func:`speedrun.sweep.hparams.substitute`)."""
-        if hp is None:
-            return self.fixed_step
-        from speedrun import optim  # noqa: PLC0415
-        from speedrun.sweep import hparams as hparams_lib  # noqa: PLC0415
-
-        cfg = hparams_lib.substitute(self.config, hp)
-        return self._make_step(cfg, optim.make_optimizer(cfg.optimizer, self.derived)[0])
-
-    def plan(self, run_key: jax.Array, key: jax.Array) -> tuple:
-        """``(idx (S, B) int32, keys (S,) PRNG keys, base_flip (n_train,) bool or None)``: the
-        epoch's batches (the first ``S * B`` of a permutation of ``range(n_train)`` drawn with
+    def plan(self, run_key: jax.Array, key: jax.Array, steps: int) -> tuple:
+        """``(idx (steps, B) int32, keys (steps,) PRNG keys, base_flip (n_train,) bool or None)``: the
+        epoch's batches (the first ``steps * B`` of a permutation of ``range(n_train)`` drawn with
         ``key``), each step's key, and the run's alternating-flip base mask (from ``run_key``;
         ``None`` without alternating flips)."""
         d = self.derived
         k_perm, k_aug = jax.random.split(key)
-        idx = jax.random.permutation(k_perm, d.n_train)[: d.steps_per_epoch * d.batch_size]
-        idx = idx.reshape(d.steps_per_epoch, d.batch_size)
+        idx = jax.random.permutation(k_perm, d.n_train)[: steps * d.batch_size].reshape(steps, d.batch_size)
         base_flip = augment_lib.fixed_flip_mask(run_key, d.n_train) if self.augment.alternating else None
-        return idx, jax.random.split(k_aug, d.steps_per_epoch), base_flip
+        return idx, jax.random.split(k_aug, d.steps_per_epoch)[:steps], base_flip
 
-    def run(self, state, constants, x_train, y_train, idx, keys, base_flip, epoch, hp=None, unroll=1):
-        """``lax.scan`` the step over the ``len(idx)`` batches ``idx (S', B)`` with keys ``keys (S',)``
-        (``unroll`` steps per loop iteration; ``True``: a Python loop, no while loop at all, as
-        the chunk programs of :mod:`speedrun.train.chunked` need): ``(state, per-step metrics (S', ...))``."""
-        step, axis, augment, normalize = self.step(hp), parallel.DATA_AXIS, self.augment, self.normalize
+    def run(self, state, constants, x_train, y_train, idx, keys, base_flip, epoch, segment, hp=None, unroll=1):
+        """``lax.scan`` ``segment``'s step over the ``len(idx)`` batches ``idx (S', B)`` with keys
+        ``keys (S',)`` (``unroll`` steps per loop iteration; ``True``: a Python loop, no while loop
+        at all, as the chunk programs of :mod:`speedrun.train.chunked` need): ``(state, per-step
+        metrics (S', ...))``."""
+        step, axis, augment, normalize = self.step(segment, hp), parallel.DATA_AXIS, self.augment, self.normalize
+        size = segment.image_size
 
         def body(state, inputs):
             batch_idx, k = inputs  # (B,) dataset indices of the global batch; the step's key
             x_u8, y, i = parallel.gather_batch((x_train, y_train), batch_idx, axis)  # this device's share
             x = augment(normalize(x_u8), parallel.example_keys(k, self.derived.batch_per_device, axis),
                         None if base_flip is None else base_flip[i], epoch)
+            if size != x.shape[1]:  # a resolution curriculum's epoch
+                x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "bilinear", antialias=False)
             return step(state, constants, x, y, jax.random.fold_in(k, DROPOUT_FOLD))
 
         if unroll is not True:
@@ -152,46 +160,9 @@ class EpochParts:
         return state, jax.tree.map(lambda *a: jnp.stack(a), *metrics)
 
     def finish(self, state, metrics):
-        """The epoch's end from the per-step ``metrics (S, ...)``: lookahead's reset to the average,
-        the summary (:func:`summarize_active`) and the health record: ``(state, out)``."""
-        if self.reset_to_average:
-            state = state.replace(params=jax.tree.map(jnp.copy, state.ema["params"]),
-                                  batch_stats=jax.tree.map(jnp.copy, state.ema["batch_stats"]))
-        out = summarize_active(metrics)
+        """The epoch's end from the per-step ``metrics (S, ...)``: the summary
+        (:func:`speedrun.system.precision.summarize_steps`) and the health record: ``(state, out)``."""
+        out = precision.summarize_steps(metrics)
         if state.health is not None:  # read by the host once per epoch (check_health)
             out["health"] = {**state.health, "step": state.step}
         return state, out
-
-
-def _limited(step: Callable, total_steps: int) -> Callable:
-    """``step`` that leaves the state unchanged once ``state.step`` reaches ``total_steps``
-    (``lax.cond``: no compute on GPU) and marks its metrics ``active``."""
-
-    def skip(state, *args):
-        zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(step, state, *args)[1])
-        if "loss_scale" in zeros:
-            zeros["loss_scale"] = state.loss_scale.scale
-        return state, zeros
-
-    def limited(state, *args):
-        active = state.step < total_steps
-        state, metrics = jax.lax.cond(active, step, skip, state, *args)
-        return state, {**metrics, "active": active}
-
-    return limited
-
-
-def summarize_active(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """:func:`speedrun.system.precision.summarize_steps` over the steps marked ``metrics["active"]``
-    (all steps when there is no such entry); skipped-past-the-end steps are not float16 skips."""
-    metrics = dict(metrics)
-    active = metrics.pop("active", None)
-    if active is None:
-        return precision.summarize_steps(metrics)
-    if "finite" in metrics:
-        metrics["finite"] = metrics["finite"] & active
-        out = precision.summarize_steps(metrics)
-        out["skipped"] = out["skipped"] - jnp.sum(~active).astype(jnp.float32)
-        return out
-    w = active.astype(jnp.float32)
-    return jax.tree.map(lambda m: jnp.sum(jnp.where(active, m, 0.0)) / jnp.sum(w), metrics)

@@ -8,7 +8,6 @@ evaluation is paused out of it.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -21,9 +20,8 @@ from speedrun.data import augment, cifar10
 from speedrun.measure import flops, runlog
 from speedrun.models import get_model
 from speedrun.system import parallel, precision
-from speedrun.train import chunked
-from speedrun.train.epoch import make_train_epoch
-from speedrun.train.state import TrainState, check_health, constants_fn, init_state
+from speedrun.train import chunked, plan as plan_lib, programs, step as step_lib
+from speedrun.train.state import TrainState, check_health, constants_fn, evaluated, init_state
 
 TABLE_COLUMNS = [("epoch", "d"), ("train_loss", ".4f"), ("train_acc", ".4f"), ("test_acc", ".4f"),
                  ("tta_acc", ".4f"), ("elapsed_s", ".2f")]
@@ -61,7 +59,10 @@ class Experiment:
 
     Attributes: ``derived`` (:class:`speedrun.config.Derived`), ``steps_per_epoch``, ``mesh``,
     ``num_devices``, ``policy``, ``model``, ``tx``, ``lr_schedule``, ``compile_time_s``,
-    ``flops_per_image_forward``, the compiled ``init``, ``whiten``, ``epoch``, ``evaluate``, and after
+    ``flops_per_image_forward``, ``plan`` (each epoch's :class:`speedrun.train.plan.EpochSpec`), the
+    compiled ``init``, ``whiten``, ``epochs`` (:class:`speedrun.train.programs.EpochPrograms`:
+    ``epochs(e, state, ...)`` trains 0-based epoch ``e``), ``evaluate`` (the record's TTA) and
+    ``evaluate0`` (no TTA: the untimed per-epoch accuracy), ``warm_up_s``, and after
     a run ``last_state`` and ``last_constants`` (its final :class:`TrainState` and whitening filters).
 
     Raises:
@@ -76,8 +77,9 @@ class Experiment:
         self.config = config
         self.hparams = tuple(hparams)
         if self.hparams:
-            from speedrun.sweep import hparams as hparams_lib  # noqa: PLC0415
+            from speedrun.sweep import hparams as hparams_lib  # noqa: PLC0415 (only sweeps trace values)
 
+            self._hparams_lib = hparams_lib
             bad = [k for k in self.hparams if not hparams_lib.is_traced(config, k)]
             if bad:
                 raise config_lib.ConfigError(f"config keys {bad} cannot be traced (not float leaves of "
@@ -99,6 +101,8 @@ class Experiment:
                                             config.data.get("std", cifar10.CIFAR10_STD))
         self._put_data(x_train, y_train, x_test, y_test)
         self._compile_all()
+        warm = config.get("warm_up")  # None: on accelerators only (a CPU's first run costs no more)
+        self.warm_up_s = self.warm_up() if (jax.default_backend() != "cpu" if warm is None else warm) else 0.0
         self.flops_per_image_forward = flops.forward_flops_per_image(self.model)
 
     def _put_data(self, x_train, y_train, x_test, y_test) -> None:
@@ -112,27 +116,32 @@ class Experiment:
                              eval_lib.batch_test_set(x_test, y_test, self.config.eval_batch_size)]
 
     def _functions(self) -> tuple:
-        """The uncompiled ``(init, whiten, epoch, evaluate)`` functions of the record."""
+        """The uncompiled ``(init, whiten, evaluate, evaluate_level0)`` functions of the record."""
         config = self.config
-        init_fn = lambda key: init_state(self.model, self.tx, key, self.policy)  # noqa: E731
         whiten_fn = constants_fn(config, self.normalize)
-        epoch_fn = make_train_epoch(self.model, self.tx, config, self.derived, self.normalize, mesh=self.mesh,
-                                    hparams=self.hparams)
         evaluate_fn = eval_lib.make_evaluate(self.model.apply, self.normalize, config.get("tta_level", 1))
-        return init_fn, whiten_fn, epoch_fn, evaluate_fn
+        return self.init_fn, whiten_fn, evaluate_fn, eval_lib.make_evaluate(self.model.apply, self.normalize, 0)
+
+    def init_fn(self, key: jax.Array) -> TrainState:
+        """The uncompiled init: :func:`speedrun.train.state.init_state` of the record's model,
+        optimizer, policy and averaging from PRNG ``key``."""
+        return init_state(self.model, self.tx, key, self.policy, step_lib.averages(self.config))
 
     def hp_values(self, hp: dict | None = None) -> dict:
         """``{key: float32 scalar}`` of the traced keys (:attr:`hparams`): ``hp``'s values where
         given, else the config's (:func:`speedrun.sweep.hparams.hp_arrays`); ``{}`` without any."""
         if not self.hparams:
             return {}
-        from speedrun.sweep import hparams as hparams_lib  # noqa: PLC0415
+        return self._hparams_lib.hp_arrays(self.config, self.hparams, hp)
 
-        return hparams_lib.hp_arrays(self.config, self.hparams, hp)
+    def retrace(self, hp: dict) -> tuple:
+        """``(config, tx)`` with the traced values ``hp`` substituted (sweeps that compile once)."""
+        cfg = self._hparams_lib.substitute(self.config, hp)
+        return cfg, optim.make_optimizer(cfg.optimizer, self.derived)[0]
 
     def _compile_all(self) -> None:
-        rep, rows = parallel.replicated(self.mesh), parallel.sharded(self.mesh)
-        init_fn, whiten_fn, epoch_fn, evaluate_fn = self._functions()
+        rep = parallel.replicated(self.mesh)
+        init_fn, whiten_fn, evaluate_fn, evaluate0_fn = self._functions()
         key = parallel.replicate(jax.random.key(0), self.mesh)
         state_shape = jax.eval_shape(init_fn, key)
         consts_shape = jax.eval_shape(whiten_fn, self.x_whiten)
@@ -140,26 +149,40 @@ class Experiment:
         hp = (parallel.replicate(self.hp_values(), self.mesh),) if self.hparams else ()
         self.init, t_i = _compile(init_fn, key, in_shardings=rep, out_shardings=rep)
         self.whiten, t_w = _compile(whiten_fn, self.x_whiten, in_shardings=rep, out_shardings=rep)
-        chunk = chunked.chunk_size(self.config, self.steps_per_epoch)
-        if chunk:  # CPU: host-called chunks of unrolled steps (speedrun.train.chunked, jax#12868)
-            self.epoch, t_e = chunked.compile_chunked_epoch(
-                self.model, self.tx, self.config, self.derived, self.normalize, self.mesh, chunk,
-                (state_shape, consts_shape, self.x_train, self.y_train, key, epoch_idx, *hp), self.hparams)
-        else:
-            self.epoch, t_e = _compile(epoch_fn, state_shape, consts_shape, self.x_train, self.y_train, key,
-                                       epoch_idx, *hp, donate=(0,),
-                                       in_shardings=(rep, rep, rows, rows, rep, rep) + (rep,) * len(hp),
-                                       out_shardings=rep)
-        eval_vars = {**state_shape.ema, "constants": consts_shape}
-        self.evaluate, t_v = _compile(evaluate_fn, eval_vars, *self.test_batches,
-                                      in_shardings=(rep,) + (self.test_sharding,) * 3, out_shardings=rep)
-        self.compile_times = {"init": t_i, "whitening": t_w, "epoch": t_e, "eval": t_v}
+        self.plan = plan_lib.epoch_plan(self.config, self.derived)
+        chunk = chunked.chunk_size(self.config, self.steps_per_epoch)  # CPU: host-called chunks (jax#12868)
+        self.epochs, t_e = programs.compile_record_epochs(
+            (self.model, self.tx, self.config, self.derived, self.normalize), self.plan, self.mesh,
+            (state_shape, consts_shape, self.x_train, self.y_train, key, epoch_idx, *hp), chunk, self.hparams,
+            self.retrace if self.hparams else None)
+        eval_vars = {**evaluated(state_shape), "constants": consts_shape}
+        shardings = dict(in_shardings=(rep,) + (self.test_sharding,) * 3, out_shardings=rep)
+        self.evaluate, t_v = _compile(evaluate_fn, eval_vars, *self.test_batches, **shardings)
+        self.evaluate0, t_v0 = _compile(evaluate0_fn, eval_vars, *self.test_batches, **shardings)
+        self.compile_times = {"init": t_i, "whitening": t_w, "epoch": t_e, "eval": t_v, "eval_level0": t_v0}
         self.compile_time_s = sum(self.compile_times.values())
 
+    def warm_up(self) -> float:
+        """Run every compiled program once, untimed, on seed 0 (each epoch program of the plan, the
+        evaluations): first-execution costs (autotuning, allocation, loading kernels) leave the
+        timed runs, as airbench's warm-up run does. Returns the seconds it took."""
+        t0 = time.perf_counter()
+        state, keys, ids = self.init_run(0)
+        constants = self.whiten(self.x_whiten)
+        hp = (parallel.replicate(self.hp_values(), self.mesh),) if self.hparams else ()
+        done = set()
+        for e, spec in enumerate(self.plan):
+            if spec not in done:
+                done.add(spec)
+                state, _ = self.epochs(e, state, constants, self.x_train, self.y_train, keys[e], ids[e], *hp)
+        variables = self.eval_variables(state, constants)
+        jax.block_until_ready((self.evaluate(variables, *self.test_batches), self.evaluate0(variables, *self.test_batches)))
+        return time.perf_counter() - t0
+
     def eval_variables(self, state: TrainState, constants: dict) -> dict:
-        """The variables that are evaluated: the EMA (or lookahead) params and batch stats, and the
-        constants."""
-        return {**state.ema, "constants": constants}
+        """The variables that are evaluated: the EMA (or lookahead) params and batch stats where the
+        record averages, else the net's, and the constants."""
+        return {**evaluated(state), "constants": constants}
 
     def init_run(self, seed: int) -> tuple[TrainState, Any, Any]:
         """``(state, epoch_keys, epoch_ids)`` of a run from ``seed``: the initial state (PRNG key
@@ -206,8 +229,8 @@ class Experiment:
         t0 = time.perf_counter()
         constants = self.whiten(self.x_whiten)
         for e in range(first, config.epochs):
-            state, metrics = self.epoch(state, constants, self.x_train, self.y_train, epoch_keys[e], epoch_ids[e],
-                                        *hp_args)
+            state, metrics = self.epochs(e, state, constants, self.x_train, self.y_train, epoch_keys[e],
+                                         epoch_ids[e], *hp_args)
             last = e == config.epochs - 1
             if last:  # the final TTA evaluation is part of the timed run
                 final = self.evaluate(self.eval_variables(state, constants), *self.test_batches)
@@ -217,7 +240,7 @@ class Experiment:
             if last:
                 row.update(test_acc=float(final["acc"]), tta_acc=float(final["tta_acc"]))
             elif per_epoch_eval:  # untimed
-                row.update(test_acc=float(self.evaluate(self.eval_variables(state, constants), *self.test_batches)["acc"]))
+                row.update(test_acc=float(self.evaluate0(self.eval_variables(state, constants), *self.test_batches)["acc"]))
             history.append(row)
             if table is not None:
                 table.row(**row)
@@ -249,7 +272,7 @@ class Experiment:
 
     def _epoch_steps(self, e: int) -> int:
         """Steps of 0-based epoch ``e`` (the last one may stop early: airbench94's 9.9 epochs)."""
-        return min(self.steps_per_epoch, self.derived.total_steps - e * self.steps_per_epoch)
+        return self.plan[e].steps
 
     def result(self, seed: int, timed: float, final: dict, history: list[dict]) -> dict[str, Any]:
         """The result dict of one run (README, "What a run prints", names every field and unit)."""
@@ -274,69 +297,3 @@ class Experiment:
             "device": runlog.device_description(), "jax_version": jax.__version__,
             "history": history,
         }
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = "logs",
-                       record_file: str | None = None, progress: bool | None = None) -> dict[str, Any]:
-    """Train the record ``config`` once (seed ``config.seed``) and return its result dict.
-
-    Prints, and writes to ``{workdir}/{record}_{UTC timestamp}.log``, what reproduces the run
-    (:meth:`speedrun.measure.runlog.RunLog.header`: commit, the record file ``record_file``'s text,
-    the resolved config, versions, devices), the compile time, a per-epoch table and a final line of
-    JSON (README, "What a run prints"). A failed run's log ends with its error. With
-    ``config.checkpoint_dir`` the run is saved there (:mod:`speedrun.checkpoint`; off the clock) and,
-    if the folder holds an unfinished checkpoint of the same config, continued after its latest
-    epoch (``train_time_s`` and ``images_per_s`` then cover only the epochs this call ran;
-    ``result["resumed_after_epochs"]``, else ``None``); ``result["checkpoint"]`` is the final step
-    folder (``None`` without ``checkpoint_dir``).
-
-    Args:
-      config: a record config; workdir: folder of the log (``None``: print only); record_file: the
-        record's path, for the log; progress: the progress bar on stderr
-        (:func:`speedrun.measure.progress.enabled`: ``None`` shows it when stderr is a terminal).
-
-    Raises:
-      speedrun.config.ConfigError, speedrun.data.DataError: see :class:`Experiment` and
-        :func:`speedrun.checkpoint.resume_step` (a checkpoint folder of another or a finished run).
-      FloatingPointError: the training loss became NaN or infinite.
-    """
-    from speedrun import checkpoint  # noqa: PLC0415 (orbax loads only when checkpoints are used)
-
-    log = runlog.RunLog(workdir, config.name)
-    log.header(config, record_file)
-    try:
-        resume = checkpoint.resume_step(config)  # before compiling: a wrong folder fails at once
-        from speedrun.system import cache  # noqa: PLC0415
-
-        with cache.Watch() as cache_watch:  # what JAX's persistent cache did for each executable
-            exp = Experiment(config)
-        d = exp.derived
-        log.write(f"# data {exp.dataset}: {exp.n_train} train, {exp.n_test} test images; "
-                  f"{d.steps_per_epoch} steps of {d.batch_size} per epoch, {d.total_steps} steps")
-        log.write(f"# parallel: {exp.num_devices} devices on mesh axis '{parallel.DATA_AXIS}' "
-                  f"({d.batch_per_device} examples per device per step), {jax.process_count()} processes; "
-                  f"precision {exp.policy.name}")
-        times = ", ".join(f"{k} {v:.2f}" for k, v in exp.compile_times.items())
-        log.write(f"# compile {exp.compile_time_s:.2f} s ({times}); excluded from train_time_s")
-        log.write(f"# compilation cache {cache_watch.summary('epoch')}")
-        start = None
-        if resume is not None:
-            start = (checkpoint.restore(config.checkpoint_dir, exp, resume)[0], resume)
-            log.write(f"# resumed from {config.checkpoint_dir}/{resume} ({resume} of {config.epochs} epochs done)")
-        from speedrun.measure import progress as progress_lib  # noqa: PLC0415
-
-        with progress_lib.for_experiment(exp, f"{config.name} seed {config.seed}", progress_lib.enabled(progress),
-                                         start_epoch=resume or 0) as bar:
-            result = exp.run(config.seed, bar.through(log), start=start,
-                             on_epoch_end=checkpoint.saver(exp, config.seed), on_row=bar)
-    except Exception as err:
-        log.write(f"# error: {type(err).__name__}: {err}")
-        raise
-    result["log"] = str(log.path) if log.path else None
-    result["checkpoint"] = checkpoint.step_dir(config, config.epochs)
-    result["resumed_after_epochs"] = resume
-    if resume:  # the clock ran over the epochs after the checkpoint only
-        ran = (d.total_steps - resume * d.steps_per_epoch) * d.batch_size
-        result["images_per_s"] = round(ran / result["train_time_s"], 1)
-    log.write(json.dumps({k: v for k, v in result.items() if k != "history"}))
-    return result

@@ -25,9 +25,10 @@ class TrainState:
       params: model params (float32).
       batch_stats: BN running statistics (float32).
       opt_state: optax state.
-      ema: ``{"params", "batch_stats"}``: the evaluated model — Page's EMA, airbench's lookahead
-        average (written back into ``params``/``batch_stats``), or the raw model's copy when the
-        record averages nothing (:func:`speedrun.train.step.averaging`).
+      ema: ``{"params", "batch_stats"}``: the average that is evaluated — Page's EMA or airbench's
+        lookahead average (written back into ``params``/``batch_stats`` on its update steps);
+        ``None`` when the record averages nothing (:func:`speedrun.train.step.averaging`), and then
+        the net itself is evaluated (:func:`evaluated`).
       loss_scale: ``flax.training.dynamic_scale.DynamicScale`` (float32 ``scale``, int32
         ``fin_steps``) under the float16 policy, else ``None`` (:mod:`speedrun.system.precision`).
       run_key: PRNG key fixed for the whole run (drawn from the init key), for random choices made
@@ -51,19 +52,27 @@ class TrainState:
 RUN_KEY_FOLD = 2**31 - 2
 
 
+def evaluated(state: TrainState) -> dict:
+    """``{"params", "batch_stats"}`` of the model that is evaluated: the average where the record
+    keeps one (``state.ema``), else the net."""
+    return state.ema if state.ema is not None else {"params": state.params, "batch_stats": state.batch_stats}
+
+
 def init_state(model, tx: optax.GradientTransformation, key: jax.Array,
-               policy: precision.Policy = precision.POLICIES["float32"]) -> TrainState:
+               policy: precision.Policy = precision.POLICIES["float32"], averaged: bool = True) -> TrainState:
     """Initial :class:`TrainState` for ``model`` from PRNG ``key`` (jit-able: the seed is data,
     so a new seed does not recompile). ``policy`` gives the initial loss scale (float16: a
     ``DynamicScale``; otherwise none); params are float32 under every policy; the health record
-    is :func:`init_health`. The model is initialised on one ``(1, 32, 32, 3) float32`` image."""
+    is :func:`init_health`; ``averaged``: the average starts as a copy of the net, else ``ema`` is
+    ``None`` (:func:`speedrun.train.step.averages`). The model is initialised on one
+    ``(1, 32, 32, 3) float32`` image."""
     variables = model.init(key, jnp.zeros((1, 32, 32, 3), jnp.float32), train=False)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})  # a net may have no BN
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
         opt_state=tx.init(params),
         # a copy, not an alias: the state is donated to the epoch, and a buffer can't be donated twice
-        ema=jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats}),
+        ema=jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats}) if averaged else None,
         loss_scale=precision.init_loss_scale(policy),
         run_key=jax.random.fold_in(key, RUN_KEY_FOLD),
         health=init_health(),

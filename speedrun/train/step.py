@@ -29,8 +29,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) 
 
 def train_step(state: TrainState, constants: dict, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
                model, tx: optax.GradientTransformation, average: Callable, label_smoothing: float,
-               axis_name: str | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One step on a normalised, augmented batch ``x (B, 32, 32, 3) float32``, ``y (B,) int32``.
+               axis_name: str | None = None, detach: tuple[str, ...] = (),
+               static_scale: float | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One step on a normalised, augmented batch ``x (B, H, W, 3)`` (compute dtype), ``y (B,) int32``.
 
     ``key``: the ``"dropout"`` PRNG stream (stochastic depth; other nets ignore it). ``average``:
     :func:`averaging`. ``axis_name``: one replica of a data-parallel step inside ``jax.shard_map``
@@ -38,36 +39,46 @@ def train_step(state: TrainState, constants: dict, x: jax.Array, y: jax.Array, k
     ``pmean``-ed, so the gradient is that of the global-batch mean loss and every replica applies
     the same update; ``None``: one device. The loss is the batch mean: recipes defined on a summed
     loss use a ``B`` times larger learning rate (:mod:`speedrun.optim`), the same update.
+    ``detach``: names of param leaves taken as constants (``stop_gradient``: no gradient is
+    computed for them nor through them — the whitening bias after its freeze, the sources'
+    ``requires_grad = False``); their optimizer sees zero gradients.
 
-    Float16 (``state.loss_scale`` a ``DynamicScale``): a step with non-finite gradients is skipped
-    (the state but ``loss_scale`` stays, the step counter included) and the scale halved; the
-    metrics then also hold ``finite`` (bool) and ``loss_scale`` (float32). The state's health
-    record (divergence check) is updated on the device (:func:`with_health`); a skipped step is not
-    checked.
+    Float16 (``state.loss_scale`` a ``DynamicScale``): a step with non-finite gradients leaves
+    params, batch stats and the optimizer's float state as they were and halves the scale; it still
+    counts (step counters advance, as PyTorch's scheduler past a ``GradScaler`` skip); the metrics
+    then also hold ``finite`` (bool) and ``loss_scale`` (float32). ``static_scale``: the loss is
+    scaled by this fixed factor, nothing is checked (:func:`speedrun.system.precision.value_and_grad`).
+    The state's health record (divergence check) is updated on the device (:func:`with_health`); a
+    skipped step is not checked.
 
     Returns ``(state, {"loss", "acc"})``, float32 scalars of this batch before the update.
     """
     rngs = {} if key is None else {"dropout": key}
 
     def loss_fn(params):
+        if detach:
+            params = jax.tree_util.tree_map_with_path(
+                lambda path, p: jax.lax.stop_gradient(p) if getattr(path[-1], "key", None) in detach else p, params)
         variables = {"params": params, "batch_stats": state.batch_stats, "constants": constants}
         logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
         loss = parallel.pmean(cross_entropy(logits, y, label_smoothing), axis_name)  # global-batch mean
         return loss, (logits, updates["batch_stats"])
 
     loss_scale, finite, (loss, (logits, batch_stats)), grads = precision.value_and_grad(
-        loss_fn, state.params, state.loss_scale)
+        loss_fn, state.params, state.loss_scale, static_scale)
     batch_stats = parallel.pmean(batch_stats, axis_name)  # identical running stats on every replica
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if loss_scale is not None:  # a skipped step: the float state the update wrote stays as it was
+        params, batch_stats, opt_state = precision.keep_if_finite(
+            finite, (params, batch_stats, opt_state), (state.params, state.batch_stats, state.opt_state))
     ema, net = average(state.ema, {"params": params, "batch_stats": batch_stats}, state.step)
     new = state.replace(step=state.step + 1, params=net["params"], batch_stats=net["batch_stats"],
-                        opt_state=opt_state, ema=ema)
+                        opt_state=opt_state, ema=ema, loss_scale=loss_scale)
     metrics = {"loss": loss, "acc": parallel.pmean(jnp.mean(logits.argmax(-1) == y), axis_name)}
-    if loss_scale is None:
-        return with_health(new, loss, state.step, finite), metrics
-    new = precision.keep_if_finite(finite, new.replace(loss_scale=loss_scale), state.replace(loss_scale=loss_scale))
-    return with_health(new, loss, state.step, finite), {**metrics, "finite": finite, "loss_scale": loss_scale.scale}
+    if loss_scale is not None:
+        metrics.update(finite=finite, loss_scale=loss_scale.scale)
+    return with_health(new, loss, state.step, finite), metrics
 
 
 def with_health(state: TrainState, loss: jax.Array, step: jax.Array, applied: jax.Array) -> TrainState:
@@ -78,47 +89,51 @@ def with_health(state: TrainState, loss: jax.Array, step: jax.Array, applied: ja
     return state.replace(health=state_lib.update_health(state.health, loss, step, applied))
 
 
-def averaging(config: ml_collections.ConfigDict, steps_per_epoch: int | None = None,
-              total_steps: int | None = None) -> Callable:
-    """The record's model averaging: ``average(avg, net, step) -> (avg, net)``, with ``avg`` and
-    ``net`` ``{"params", "batch_stats"}`` pytrees and ``step`` the int32 index of the step just
-    taken (0 for the first).
+def averaging(config: ml_collections.ConfigDict, total_steps: int | None = None) -> Callable:
+    """The record's model averaging: ``average(avg, net, step) -> (avg, net)``, with ``net`` the
+    ``{"params", "batch_stats"}`` pytree just updated, ``avg`` the average carried in
+    ``TrainState.ema`` and ``step`` the int32 index of the step just taken (0 for the first).
 
     - ``config.ema.enabled``: Page's EMA (:func:`speedrun.optim.ema.ema_update`), debiased unless
       ``config.ema.debias`` is False, the net unchanged;
     - ``config.lookahead.enabled``: airbench's lookahead (:func:`speedrun.optim.lookahead.update`
-      with ``count = step + 1``), which writes the average back into the net on update steps;
-    - neither: the average is the net.
+      with ``count = step + 1``), which writes the average into the net on its update steps;
+    - neither (or no such config block): no average, ``avg`` stays ``None`` (nothing is carried).
 
     Raises:
-      ValueError: both enabled (both write the evaluated model), or lookahead without
-        ``steps_per_epoch`` and ``total_steps``.
+      ValueError: both enabled (both write the evaluated model), or lookahead without ``total_steps``.
     """
-    use_ema, la = config.ema.enabled, config.get("lookahead")
-    if use_ema and la is not None and la.enabled:
+    ema, la = config.get("ema"), config.get("lookahead")
+    use_ema, use_la = ema is not None and ema.enabled, la is not None and la.enabled
+    if use_ema and use_la:
         raise ValueError("config.ema.enabled and config.lookahead.enabled are exclusive (both write the "
                          "evaluated model) — disable one, e.g. --config.ema.enabled=False")
     if use_ema:
-        debias = config.ema.get("debias", True)
-        return lambda avg, net, step: (
-            ema_lib.ema_update(avg, net, step, config.ema.momentum, config.ema.every, debias), net)
-    if la is not None and la.enabled:
-        if steps_per_epoch is None or total_steps is None:
-            raise ValueError("lookahead needs steps_per_epoch and total_steps (speedrun.config.derived)")
-        return lambda avg, net, step: lookahead_lib.update(
-            avg, net, step + 1, steps_per_epoch, total_steps, la.every, la.decay_base, la.decay_pow,
-            la.start_epoch)
-    return lambda avg, net, step: (net, net)
+        debias = ema.get("debias", True)
+        return lambda avg, net, step: (ema_lib.ema_update(avg, net, step, ema.momentum, ema.every, debias), net)
+    if use_la:
+        if total_steps is None:
+            raise ValueError("lookahead needs total_steps (speedrun.config.derived)")
+        return lambda avg, net, step: lookahead_lib.update(avg, net, step + 1, total_steps, la.every,
+                                                           la.decay_base, la.decay_pow)
+    return lambda avg, net, step: (None, net)
 
 
-def step_fn(model, tx, config: ml_collections.ConfigDict, steps_per_epoch: int | None = None,
-            total_steps: int | None = None, axis_name: str | None = None) -> Callable[..., Any]:
+def averages(config: ml_collections.ConfigDict) -> bool:
+    """Whether the record carries a model average (Page's EMA or airbench's lookahead)."""
+    return any(config.get(k) is not None and config.get(k).enabled for k in ("ema", "lookahead"))
+
+
+def step_fn(model, tx, config: ml_collections.ConfigDict, total_steps: int | None = None,
+            axis_name: str | None = None, detach: tuple[str, ...] = (),
+            static_scale: float | None = None) -> Callable[..., Any]:
     """:func:`train_step` with the record's model, optimizer, averaging and label smoothing bound:
     ``step(state, constants, x, y, key=None) -> (state, metrics)``."""
-    average = averaging(config, steps_per_epoch, total_steps)
+    average = averaging(config, total_steps)
 
     def step(state, constants, x, y, key=None):
         return train_step(state, constants, x, y, key, model=model, tx=tx, average=average,
-                          label_smoothing=config.label_smoothing, axis_name=axis_name)
+                          label_smoothing=config.label_smoothing, axis_name=axis_name, detach=detach,
+                          static_scale=static_scale)
 
     return step

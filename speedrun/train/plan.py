@@ -1,0 +1,112 @@
+"""The run's epoch plan: which compiled program trains each epoch.
+
+An epoch is a sequence of *segments*, runs of consecutive steps that share one static variant: the
+whitening bias trained or detached (after its freeze the step computes no gradient for it, as the
+sources' ``requires_grad = False``), and the image size of a resolution curriculum. The plan is
+fixed by the config and the data size before anything compiles; each distinct epoch
+(:class:`EpochSpec`) is compiled once, ahead of time, and the host picks the program per epoch —
+so no step carries a conditional, and the last epoch of airbench94's 9.9 is a shorter program of
+its own rather than a ``lax.cond`` on every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import ml_collections
+
+from speedrun.config import ConfigError, Derived
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """``steps`` consecutive steps of one variant: ``whiten_bias`` (bool) the whitening bias is
+    differentiated and trained; ``image_size`` (px) the size the augmented 32-px batch is
+    resampled to (32: unchanged)."""
+
+    steps: int
+    whiten_bias: bool = True
+    image_size: int = 32
+
+    def variant(self) -> tuple[bool, int]:
+        """What the segment's step program depends on besides its length."""
+        return self.whiten_bias, self.image_size
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochSpec:
+    """One epoch's segments, in order (hashable: equal specs share one compiled program)."""
+
+    segments: tuple[Segment, ...]
+
+    @property
+    def steps(self) -> int:
+        """Steps of the epoch (its batches drawn: the first ``steps · B`` of the permutation)."""
+        return sum(s.steps for s in self.segments)
+
+    def name(self) -> str:
+        """A short label for logs: ``"97"``, ``"3+94/detached"``, ``"48@24px"``."""
+        return "+".join(f"{s.steps}{'' if s.whiten_bias else '/detached'}"
+                        f"{'' if s.image_size == 32 else f'@{s.image_size}px'}" for s in self.segments)
+
+
+def full_epoch(steps_per_epoch: int) -> EpochSpec:
+    """One segment of ``steps_per_epoch`` steps, bias trained, 32 px: every epoch of a record without
+    a freeze, a curriculum or a shortened last epoch."""
+    return EpochSpec((Segment(steps_per_epoch),))
+
+
+def whiten_bias_steps(config: ml_collections.ConfigDict, derived: Derived) -> int | None:
+    """Steps the whitening bias trains before it is detached: ``optimizer.whiten_bias_steps`` when
+    set, else ``ceil(optimizer.whiten_bias_epochs · steps_per_epoch)`` (airbench: 3 epochs);
+    ``None`` when the optimizer names neither (no freeze)."""
+    opt = config.optimizer
+    if opt.get("whiten_bias_steps") is not None:
+        return int(opt.whiten_bias_steps)
+    if opt.get("whiten_bias_epochs") is not None:
+        return math.ceil(opt.whiten_bias_epochs * derived.steps_per_epoch)
+    return None
+
+
+def image_sizes(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """``config.resolution``: the image size of each epoch (a resolution curriculum, e.g. Fable-5
+    E1's 24/24/24/28/28/28/32/32/32); 32 for every epoch when absent.
+
+    Raises:
+      ConfigError: not one size per epoch, or a size outside 8..32 px.
+    """
+    sizes = config.get("resolution")
+    if sizes is None:
+        return (32,) * config.epochs
+    sizes = tuple(int(s) for s in sizes)
+    if len(sizes) != config.epochs or not all(8 <= s <= 32 for s in sizes):
+        raise ConfigError(f"config.resolution must give one image size in 8..32 px per epoch ({config.epochs}); "
+                          f"got {sizes} — e.g. --config.resolution='({', '.join(['32'] * config.epochs)})'")
+    return sizes
+
+
+def epoch_plan(config: ml_collections.ConfigDict, derived: Derived) -> list[EpochSpec]:
+    """The :class:`EpochSpec` of every epoch of the run, ``len == config.epochs``.
+
+    Epoch ``e`` runs ``min(S, T - e·S)`` steps (``S`` steps per epoch, ``T`` the run's total,
+    :func:`speedrun.config.total_train_steps`); it is cut where the whitening bias stops training
+    (:func:`whiten_bias_steps`) and takes the epoch's image size (:func:`image_sizes`).
+    """
+    S, T = derived.steps_per_epoch, derived.total_steps
+    freeze = whiten_bias_steps(config, derived)
+    sizes = image_sizes(config)
+    plan = []
+    for e in range(config.epochs):
+        start, stop = e * S, min((e + 1) * S, T)
+        cuts = sorted({start, stop} | ({freeze} if freeze is not None and start < freeze < stop else set()))
+        plan.append(EpochSpec(tuple(
+            Segment(b - a, whiten_bias=freeze is None or a < freeze, image_size=sizes[e])
+            for a, b in zip(cuts[:-1], cuts[1:]))))
+    return plan
+
+
+def distinct(plan: Sequence[EpochSpec]) -> list[EpochSpec]:
+    """The plan's distinct specs in order of first use: the programs to compile."""
+    return list(dict.fromkeys(plan))
