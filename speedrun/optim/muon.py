@@ -19,7 +19,7 @@ from speedrun.config import Derived
 from speedrun.optim.airbench import airbench_labels
 from speedrun.optim.newton_schulz import orthogonalize, resolve_ns_dtype
 from speedrun.optim.schedules import linear_decay
-from speedrun.optim.sgd import freeze_after, torch_sgd
+from speedrun.optim.sgd import decay_after_step, freeze_after, torch_sgd
 
 
 def renorm_steps(horizon: int, steps: int) -> list[int]:
@@ -115,22 +115,6 @@ def scale_by_batched_muon(lr: optax.ScalarOrSchedule, ns_coeffs: Sequence[float]
         return jax.tree.map(lambda x: -lr_t * x, out), MuonState(state.count + 1)
 
     return optax.GradientTransformation(lambda _: MuonState(jnp.zeros((), jnp.int32)), update_fn)
-
-
-def decay_after_step(lr: optax.ScalarOrSchedule, weight_decay: float) -> optax.GradientTransformation:
-    """Decoupled, multiplicative weight decay after the step: ``w + u → (w + u)·(1 − lr(c)·wd)``
-    (hiverge's Muon: ``p.add_(update, alpha=-lr)`` then ``p.mul_(1 - lr·weight_decay)``); needs
-    ``params``; state: the count."""
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("decay_after_step needs params: call tx.update(grads, state, params)")
-        lr_t = lr(state.count) if callable(lr) else lr
-        out = jax.tree.map(lambda u, p: u - (lr_t * weight_decay) * (p + u), updates, params)
-        return out, optax.ScaleByScheduleState(count=state.count + 1)
-
-    return optax.GradientTransformation(lambda _: optax.ScaleByScheduleState(jnp.zeros((), jnp.int32)),
-                                        update_fn)
 
 
 def muon_filters(lr: optax.ScalarOrSchedule, momentum: float = 0.6, nesterov: bool = True,
