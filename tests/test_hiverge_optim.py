@@ -54,7 +54,7 @@ def _cfg(**changes):
         name="hiverge_muon", muon_lr=0.205, muon_momentum=0.655, ns_coeffs=(3.4576, -4.7391, 2.0843),
         ns_steps=3, ns_eps=1e-5, target_norm=(0.5012, 0.0786), momentum=0.825, nesterov=True,
         bias_lr=0.0573, head_lr=0.5415, weight_decay=1.0418e-6, whiten_bias_epochs=0.19,
-        decay_epochs=None, lr_floor=0.0, ns_dtype="auto", ns_grouping="pad"))
+        decay_epochs=None, lr_floor=0.0, ns_dtype="auto", ns_grouping="auto"))
     c.update(changes)
     return c
 

@@ -224,3 +224,14 @@ def test_hiverge_muon_steps_equal_numpy_transcription():
     ref = _np_hiverge_muon(to_t(w0), [to_t(g) for g in grads], lr_at, horizon, wd)
     np.testing.assert_allclose(np.asarray(p["k"]), ref.transpose(2, 3, 1, 0), rtol=1e-4, atol=1e-5)
     assert math.isfinite(float(jnp.sum(p["k"])))
+
+
+def test_grouping_auto_is_one_stack_on_gpu_and_per_shape_on_cpu():
+    assert newton_schulz.resolve_grouping("auto", "gpu") == "pad"
+    assert newton_schulz.resolve_grouping("auto", "cpu") == "shape"
+    assert newton_schulz.resolve_grouping("pad", "cpu") == "pad"
+    with pytest.raises(ValueError, match="ns_grouping"):
+        newton_schulz.resolve_grouping("leaf", "cpu")
+    # the padded stack's extra FLOPs at airbench's shapes (hand count: 6·3·(2·2304·256²·2 + 2·256³))
+    assert newton_schulz.padded_flops(SHAPES[:5] + [(3, 3, 256, 256)], 3, "pad") == 6 * 3 * (
+        4 * 2304 * 256**2 + 2 * 256**3)

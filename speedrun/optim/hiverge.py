@@ -17,7 +17,7 @@ import optax
 from speedrun.config import Derived
 from speedrun.optim.airbench import airbench_labels
 from speedrun.optim.muon import muon_filters
-from speedrun.optim.newton_schulz import resolve_ns_dtype
+from speedrun.optim.newton_schulz import resolve_grouping, resolve_ns_dtype
 from speedrun.optim.sgd import freeze_after, torch_sgd
 
 
@@ -74,7 +74,7 @@ def hiverge_muon(total_steps: int, steps_per_epoch: int, batch_size: int, muon_l
     muon_lr_fn = lambda c: muon_lr * decay(c)  # noqa: E731
     tx = optax.multi_transform({
         "filter": muon_filters(muon_lr_fn, muon_momentum, nesterov, tuple(ns_coeffs), ns_steps, eps=ns_eps,
-                               ns_dtype=resolve_ns_dtype(ns_dtype), grouping=grouping, horizon=horizon,
+                               ns_dtype=resolve_ns_dtype(ns_dtype), grouping=resolve_grouping(grouping), horizon=horizon,
                                renorm_eps=1e-7, target_norm=tuple(target_norm), weight_decay=wd),
         "head": sgd(head_lr, decay),
         "bn_bias": sgd(bias_lr, decay),

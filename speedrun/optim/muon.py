@@ -17,7 +17,7 @@ import optax
 
 from speedrun.config import Derived
 from speedrun.optim.airbench import airbench_labels
-from speedrun.optim.newton_schulz import orthogonalize, resolve_ns_dtype
+from speedrun.optim.newton_schulz import orthogonalize, resolve_grouping, resolve_ns_dtype
 from speedrun.optim.schedules import linear_decay
 from speedrun.optim.sgd import decay_after_step, freeze_after, torch_sgd
 
@@ -148,7 +148,8 @@ def muon_filters(lr: optax.ScalarOrSchedule, momentum: float = 0.6, nesterov: bo
       ns_coeffs, ns_steps, eps: the iteration (:func:`speedrun.optim.newton_schulz.orthogonalize`).
       renormalize: rescale the filters (False: never).
       ns_dtype: the iteration's dtype (:func:`speedrun.optim.newton_schulz.resolve_ns_dtype`).
-      grouping: ``"pad"`` (one stack) or ``"shape"``.
+      grouping: ``"pad"`` (one stack), ``"shape"`` or ``"auto"``
+        (:func:`speedrun.optim.newton_schulz.resolve_grouping`).
       horizon: T of hiverge's periodic renormalisation and of ``target_norm`` (None: every step).
       renorm_eps: added to ‖w‖_F in the rescaling.
       target_norm: (τ0, τ1) or None.
@@ -158,7 +159,8 @@ def muon_filters(lr: optax.ScalarOrSchedule, momentum: float = 0.6, nesterov: bo
       ValueError: unknown grouping, ``target_norm`` without ``horizon``.
     """
     parts = [optax.trace(decay=momentum, nesterov=nesterov),
-             scale_by_batched_muon(lr, ns_coeffs, ns_steps, eps, ns_dtype, grouping, target_norm, horizon)]
+             scale_by_batched_muon(lr, ns_coeffs, ns_steps, eps, ns_dtype, resolve_grouping(grouping),
+                                   target_norm, horizon)]
     if renormalize:
         parts.append(renormalize_filters(renorm_eps, horizon))
     if weight_decay:
@@ -193,7 +195,8 @@ def airbench_muon(total_steps: int, steps_per_epoch: int, batch_size: int, muon_
         example: 0.004 at B=2000).
       whiten_bias_epochs: 3.
       ns_dtype: the Newton–Schulz dtype spec (:func:`speedrun.optim.newton_schulz.resolve_ns_dtype`;
-        the source: bfloat16, ``"auto"``); grouping: ``"pad"`` (one stack) or ``"shape"``.
+        the source: bfloat16, ``"auto"``); grouping: ``"pad"`` (one stack), ``"shape"`` or ``"auto"``
+        (:func:`speedrun.optim.newton_schulz.resolve_grouping`).
 
     Returns:
       ``(tx, lr_schedule)``; the schedule is the filters' Muon lr per optax count.
@@ -213,7 +216,7 @@ def airbench_muon(total_steps: int, steps_per_epoch: int, batch_size: int, muon_
     muon_lr_fn = lambda c: muon_lr * decay(c)  # noqa: E731
     tx = optax.multi_transform({
         "filter": muon_filters(muon_lr_fn, muon_momentum, nesterov, ns_coeffs, ns_steps,
-                               ns_dtype=resolve_ns_dtype(ns_dtype), grouping=grouping),
+                               ns_dtype=resolve_ns_dtype(ns_dtype), grouping=resolve_grouping(grouping)),
         "head": sgd(head_lr, decay),
         "bn_bias": sgd(bias_lr, decay),
         "whiten_bias": freeze_after(sgd(bias_lr, whiten_decay), whiten_steps),
@@ -226,7 +229,7 @@ def airbench_muon_from_config(opt_config: Any, derived: Derived
     """:func:`airbench_muon` from a config with fields ``muon_lr``, ``muon_momentum``,
     ``ns_coeffs``, ``ns_steps``, ``momentum``, ``nesterov``, ``bias_lr``, ``head_lr``,
     ``weight_decay``, ``whiten_bias_epochs`` and, optional, ``ns_dtype`` (default ``"auto"``: the
-    source's bfloat16 on GPUs, float32 on CPUs) and ``ns_grouping`` (default ``"pad"``). The source's
+    source's bfloat16 on GPUs, float32 on CPUs) and ``ns_grouping`` (default ``"auto"``: one padded stack on GPUs, per shape on CPUs). The source's
     batch-size rule and the schedules' length come from ``derived`` (``batch_size``,
     ``total_steps``, ``steps_per_epoch``).
 
@@ -237,4 +240,4 @@ def airbench_muon_from_config(opt_config: Any, derived: Derived
     return airbench_muon(derived.total_steps, derived.steps_per_epoch, derived.batch_size, c.muon_lr,
                          c.muon_momentum, tuple(c.ns_coeffs), c.ns_steps, c.momentum, c.nesterov,
                          c.bias_lr, c.head_lr, c.weight_decay, c.whiten_bias_epochs,
-                         c.get("ns_dtype", "auto"), c.get("ns_grouping", "pad"))
+                         c.get("ns_dtype", "auto"), c.get("ns_grouping", "auto"))

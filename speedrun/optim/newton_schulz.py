@@ -53,6 +53,20 @@ def resolve_ns_dtype(spec: str = "auto", backend: str | None = None) -> Any:
         raise ValueError(f"optimizer.ns_dtype: {err} (or 'auto': bfloat16 on GPU/TPU, float32 on CPU)") from err
 
 
+def resolve_grouping(spec: str = "auto", backend: str | None = None) -> str:
+    """``"pad"`` or ``"shape"``; ``"auto"``: ``"pad"`` (one stack, the source's) on GPU/TPU and
+    ``"shape"`` on CPU, where the padding's extra FLOPs cost time (docs/optim.md).
+
+    Raises:
+      ValueError: another name.
+    """
+    if spec == "auto":
+        return "shape" if (backend or jax.default_backend()) == "cpu" else "pad"
+    if spec not in GROUPINGS:
+        raise ValueError(f"optimizer.ns_grouping must be 'auto' or one of {GROUPINGS}; got {spec!r}")
+    return spec
+
+
 def _as_matrix(x: jax.Array) -> tuple[jax.Array, bool]:
     """``(m, n)`` with ``m >= n`` (the Gram side ``n`` is the smaller) and whether it was transposed."""
     mat = x.reshape(-1, x.shape[-1])
