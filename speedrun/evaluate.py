@@ -76,61 +76,100 @@ def tta_views(x: jax.Array, level: int) -> list[tuple[float, jax.Array]]:
     return [(0.25, x), (0.25, flip_lr(x)), (0.125, u), (0.125, flip_lr(u)), (0.125, d), (0.125, flip_lr(d))]
 
 
+def view_logits(apply_fn: Callable[..., jax.Array], variables: Any, x: jax.Array, level: int
+                ) -> tuple[jax.Array, jax.Array]:
+    """The logits of every view of :func:`tta_views` from ONE forward: the views are concatenated
+    along the batch, applied once (eval mode: BN uses running statistics, so the batch's
+    composition changes no logit), and split.
+
+    Args:
+      x: ``(B, H, W, C)`` normalised images; level: :data:`TTA_LEVELS`.
+
+    Returns:
+      ``(V, B, classes)`` float32 logits (view 0 is ``x`` itself) and the ``(V,)`` weights.
+    """
+    views = tta_views(x, level)
+    weights = jnp.asarray([w for w, _ in views], jnp.float32)
+    stacked = jnp.concatenate([v for _, v in views]) if len(views) > 1 else x
+    logits = apply_fn(variables, stacked, train=False).astype(jnp.float32)
+    return logits.reshape(len(views), x.shape[0], -1), weights
+
+
+def selective_logits(plain: jax.Array, tta: jax.Array, mask: jax.Array, fraction: float) -> jax.Array:
+    """hiverge's selective TTA: the ``floor(fraction·n)`` unmasked images least confident by max
+    softmax of ``plain`` get their ``tta`` logits, the others keep ``plain``.
+
+    Args:
+      plain, tta: ``(N, classes)`` float32; mask: ``(N,)`` bool (False: padding, never chosen,
+        not counted in ``n``); fraction: in [0, 1].
+
+    Returns:
+      ``(N, classes)`` float32.
+    """
+    conf = jnp.where(mask, jax.nn.softmax(plain, axis=-1).max(-1), jnp.inf)
+    k_max = int(fraction * plain.shape[0])
+    if k_max == 0:
+        return plain
+    _, idx = jax.lax.top_k(-conf, k_max)  # least confident first
+    k = jnp.floor(fraction * jnp.sum(mask)).astype(jnp.int32)
+    chosen = jnp.zeros(plain.shape[0], bool).at[idx].set(jnp.arange(k_max) < k)
+    return jnp.where(chosen[:, None], tta, plain)
+
+
 def make_evaluate(apply_fn: Callable[..., jax.Array], normalize: Callable[[jax.Array], jax.Array],
-                  tta_level: int = 1) -> Callable[..., dict[str, jax.Array]]:
+                  tta_level: int = 1, tta_selective: float = 0.0) -> Callable[..., dict[str, jax.Array]]:
     """Build ``evaluate(variables, images, labels, mask) -> {"acc", "tta_acc", "loss"}``.
 
     Args:
       apply_fn: ``apply_fn(variables, x, train=False) -> (B, classes)`` logits.
       normalize: uint8 images → normalised float images, on device.
       tta_level: the TTA of ``tta_acc`` (:func:`tta_views`): 1 (default, Page's mirror average) or
-        2 (airbench's mirror + translate); 0 makes ``tta_acc`` equal ``acc``.
+        2 (airbench's mirror + translate); 0 makes ``tta_acc`` equal ``acc`` with one plain forward
+        per batch (the untimed per-epoch evaluation).
+      tta_selective: 0 (every image gets the weighted TTA), or hiverge's fraction (0.25): only the
+        least-confident images get the *unweighted* mean of the level's views
+        (:func:`selective_logits`, over the whole test set).
 
     The returned function (not jitted; jit it with the caller's shardings) takes the batched arrays
     of :func:`batch_test_set` and returns float32 scalars: accuracy without TTA, accuracy with TTA
-    (the weighted mean of the views' logits) and the mean cross-entropy without TTA, over unmasked
-    examples. Accuracies come from float32 logits.
+    and the mean cross-entropy without TTA, over unmasked examples. Each batch runs one forward of
+    all its views (:func:`view_logits`). Accuracies come from float32 logits.
 
     Raises:
-      ValueError: unknown ``tta_level``.
+      ValueError: unknown ``tta_level``, ``tta_selective`` outside [0, 1) or set with level 0.
     """
     if tta_level not in TTA_LEVELS:
         raise ValueError(f"tta_level must be one of {TTA_LEVELS}; got {tta_level!r}")
+    if not 0.0 <= tta_selective < 1.0 or (tta_selective and tta_level == 0):
+        raise ValueError(f"tta_selective must be in [0, 1) with tta_level 1 or 2; got {tta_selective!r} "
+                         f"at level {tta_level} (hiverge: 0.25 at level 2)")
 
     def evaluate(variables: Any, images: jax.Array, labels: jax.Array, mask: jax.Array):
-        def one_batch(batch):
-            x, y, m = batch
-            x = normalize(x)
-            logits = apply_fn(variables, x, train=False).astype(jnp.float32)
-            if tta_level == 1:
-                logits_tta = 0.5 * (logits + apply_fn(variables, flip_lr(x), train=False).astype(jnp.float32))
-            else:  # the first view is x itself: reuse its logits
-                views = tta_views(x, tta_level)
-                logits_tta = views[0][0] * logits
-                for weight, view in views[1:]:
-                    logits_tta = logits_tta + weight * apply_fn(variables, view, train=False).astype(jnp.float32)
-            ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1)[:, 0]
-            return (
-                jnp.sum((logits.argmax(-1) == y) & m),
-                jnp.sum((logits_tta.argmax(-1) == y) & m),
-                jnp.sum(jnp.where(m, ce, 0.0)),
-            )
+        def one_batch(x):
+            logits, weights = view_logits(apply_fn, variables, normalize(x), tta_level)
+            mix = jnp.full_like(weights, 1 / len(weights)) if tta_selective else weights
+            return logits[0], jnp.einsum("v,vbk->bk", mix, logits)
 
-        correct, correct_tta, loss = jax.lax.map(one_batch, (images, labels, mask))
-        n = jnp.sum(mask)
-        return {"acc": correct.sum() / n, "tta_acc": correct_tta.sum() / n, "loss": loss.sum() / n}
+        plain, tta = jax.lax.map(one_batch, images)
+        plain, tta = plain.reshape(-1, plain.shape[-1]), tta.reshape(-1, tta.shape[-1])
+        y, m = labels.reshape(-1), mask.reshape(-1)
+        if tta_selective:
+            tta = selective_logits(plain, tta, m, tta_selective)
+        ce = -jnp.take_along_axis(jax.nn.log_softmax(plain), y[:, None], axis=1)[:, 0]
+        n = jnp.sum(m)
+        return {"acc": jnp.sum((plain.argmax(-1) == y) & m) / n,
+                "tta_acc": jnp.sum((tta.argmax(-1) == y) & m) / n,
+                "loss": jnp.sum(jnp.where(m, ce, 0.0)) / n}
 
     return evaluate
 
 
 def tta_logits(apply_fn: Callable[..., jax.Array], variables: Any, x: jax.Array, tta_level: int) -> jax.Array:
     """``(B, classes)`` float32 logits of normalised images ``x (B, H, W, C)``: the weighted mean of
-    the logits of :func:`tta_views` (level 0: the plain logits).
+    the logits of :func:`tta_views` (level 0: the plain logits), from one forward.
 
     Raises:
       ValueError: unknown ``tta_level``.
     """
-    out = 0.0
-    for weight, view in tta_views(x, tta_level):
-        out = out + weight * apply_fn(variables, view, train=False).astype(jnp.float32)
-    return out
+    logits, weights = view_logits(apply_fn, variables, x, tta_level)
+    return jnp.einsum("v,vbk->bk", weights, logits)

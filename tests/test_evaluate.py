@@ -3,6 +3,9 @@ TTA accuracy (mean logits of the image and its mirror, Page's ``forward_tta([ide
 and cross-entropy of a tiny fake model whose logits depend on the image's column profile (so
 mirroring changes them).
 
+Views of a batch run in one forward (checked in the jaxpr) and equal the sequential views; hiverge's
+selective TTA is checked on hand-built logits.
+
 Comparisons of JAX matmuls and convolutions with float64 numpy references run under the
 ``float32_matmuls`` fixture (tests/conftest.py): HIGHEST precision, i.e. float32 on every backend,
 not the TF32 that JAX uses by default on NVIDIA GPUs.
@@ -83,3 +86,89 @@ def test_make_evaluate_matches_numpy_accuracy_tta_and_loss():
     got_one = evaluate(variables, *map(jnp.asarray, batch_test_set(x, y, n)))
     for k in ("acc", "tta_acc", "loss"):
         assert float(got_one[k]) == pytest.approx(float(got[k]), rel=1e-6), k
+
+
+# ------------------------------------------------------------------ views in one forward, selective TTA
+
+from speedrun import evaluate as eval_lib  # noqa: E402
+
+
+def _conv_apply(variables, x, train):
+    """A nonlinear stand-in net with one dot_general: (B, 8, 8, 3) -> (B, 4)."""
+    assert train is False
+    return jnp.tanh(jnp.einsum("bhwc,hwck->bk", x, variables))
+
+
+def _sequential_tta(apply_fn, v, x, level):
+    """The previous implementation: one forward per view, weighted sum."""
+    return sum(w * apply_fn(v, view, train=False) for w, view in eval_lib.tta_views(x, level))
+
+
+def _count_forwards(jaxpr):
+    """tanh equations: one per forward of _conv_apply (the view mixing adds dot_generals)."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == "tanh"
+        for p in eqn.params.values():
+            if hasattr(p, "jaxpr"):
+                n += _count_forwards(p.jaxpr)
+    return n
+
+
+@pytest.mark.usefixtures("float32_matmuls")
+@pytest.mark.parametrize("level", eval_lib.TTA_LEVELS)
+def test_views_in_one_forward_equal_the_sequential_views(level):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 8, 8, 3)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 4)).astype(np.float32)
+    got = eval_lib.tta_logits(_conv_apply, jnp.asarray(w), jnp.asarray(x), level)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(_sequential_tta(_conv_apply, w, jnp.asarray(x), level)),
+                               rtol=1e-5, atol=1e-6)
+    # the evaluation runs exactly one forward per batch (inside lax.map's body), at every level
+    ev = eval_lib.make_evaluate(_conv_apply, lambda z: z.astype(jnp.float32), level)
+    args = (jnp.asarray(w), jnp.asarray(x)[None].repeat(3, 0), jnp.zeros((3, 5), jnp.int32), jnp.ones((3, 5), bool))
+    assert _count_forwards(jax.make_jaxpr(ev)(*args).jaxpr) == 1
+
+
+def test_selective_tta_on_hand_built_logits():
+    """hiverge's rule: the k = floor(0.25·n) least confident (max softmax of the plain logits) take
+    the unweighted 6-view mean, the rest keep their plain logits; padding is never chosen."""
+    n, classes = 8, 3
+    table = np.array([[5, 0, 0], [0.1, 0, 0], [0, 4, 0], [0, 0.2, 0], [0, 0, 6], [0.3, 0.2, 0], [3, 0, 0],
+                      [0, 0, 0.05]], np.float32)  # least confident: images 7, 1 (conf order)
+    # image i: channel 0 constant i (unchanged by flips and reflect shifts), channel 1 a ramp whose
+    # mirror/shift changes the second term
+    x = np.zeros((n, 8, 8, 2), np.float32)
+    x[..., 0] = np.arange(n)[:, None, None]
+    x[..., 1] = np.arange(8)[None, None, :] / 8.0
+    bump = np.array([0.0, 0.0, 3.0], np.float32)
+
+    def apply_fn(v, z, train):
+        idx = jnp.round(z[:, 0, 0, 0]).astype(jnp.int32)
+        return jnp.asarray(table)[idx] + (z[:, 0, 0, 1] * 8.0)[:, None] * jnp.asarray(bump)
+
+    # numpy reference
+    xs = x
+    pad = np.pad(xs, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    views = [xs, pad[:, 0:8, 0:8], pad[:, 2:10, 2:10]]
+    views += [v[:, :, ::-1] for v in views]
+    f = lambda z: table[np.round(z[:, 0, 0, 0]).astype(int)] + (z[:, 0, 0, 1] * 8)[:, None] * bump  # noqa: E731
+    plain = f(xs)
+    mean6 = np.mean([f(v) for v in views], axis=0)
+    p = np.exp(plain - plain.max(1, keepdims=True))
+    conf = (p / p.sum(1, keepdims=True)).max(1)
+    chosen = np.argsort(conf)[:2]
+    assert set(chosen) == {1, 7}
+    final = plain.copy()
+    final[chosen] = mean6[chosen]
+    assert (final.argmax(1) != plain.argmax(1)).any()  # the test tells selective TTA from none
+    y = final.argmax(1).astype(np.int32)
+    y[0] = 1  # one miss
+    ev = jax.jit(eval_lib.make_evaluate(apply_fn, lambda z: z.astype(jnp.float32), 2, tta_selective=0.25))
+    got = ev(None, *map(jnp.asarray, batch_test_set(x.astype(np.float32), y, 3)))  # 3 batches, 1 padded
+    assert float(got["tta_acc"]) == pytest.approx(np.mean(final.argmax(1) == y))
+    assert float(got["acc"]) == pytest.approx(np.mean(plain.argmax(1) == y))
+    np.testing.assert_array_equal(
+        np.asarray(eval_lib.selective_logits(jnp.asarray(plain), jnp.asarray(mean6), jnp.ones(n, bool), 0.25)), final)
+    with pytest.raises(ValueError, match="tta_selective"):
+        eval_lib.make_evaluate(apply_fn, lambda z: z, 0, tta_selective=0.25)

@@ -114,10 +114,10 @@ def test_make_optimizer_from_record_config_and_unknown_name():
     tx, lr = optim.make_optimizer(cfg, derived)
     assert isinstance(tx, optax.GradientTransformation)
     assert float(lr(19)) == pytest.approx(1.0)
-    assert sorted(optim.OPTIMIZERS) == ["airbench_muon", "airbench_sgd", "he_sgd", "page_sgd"]
+    assert sorted(optim.OPTIMIZERS) == ["airbench_muon", "airbench_sgd", "he_sgd", "hiverge_muon", "page_sgd"]
     cfg.name = "adamw"
     with pytest.raises(ValueError, match=r"unknown optimizer 'adamw'; known: \['airbench_muon', "
-                                         r"'airbench_sgd', 'he_sgd', 'page_sgd'\]"):
+                                         r"'airbench_sgd', 'he_sgd', 'hiverge_muon', 'page_sgd'\]"):
         optim.make_optimizer(cfg, derived)
 
 

@@ -73,3 +73,38 @@ def test_whitened_sample_patches_have_identity_covariance(normalised_sample):
     big = lam > 100 * EPS  # directions well above eps are whitened to within 1%
     assert big.sum() >= 1
     np.testing.assert_allclose(np.diag(cov_w)[big], 1.0, atol=1e-2)
+
+
+def _np_patches(x, k):
+    p = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), (k, k), axis=(1, 2))
+    return p.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k * k * x.shape[-1])
+
+
+def test_patch_covariance_divides_by_n_with_ddof_0():
+    """airbench's and hiverge's ``PᵀP / len(P)``."""
+    x = (np.random.default_rng(2).standard_normal((2, 5, 5, 3)) + 0.3).astype(np.float32)
+    p = _np_patches(x, 2)
+    np.testing.assert_allclose(np.asarray(whitening.patch_covariance(x, 2, ddof=0)), p.T @ p / len(p),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="ddof"):
+        whitening.patch_covariance(x, 2, ddof=2)
+
+
+def test_svd_whitening_equals_the_eigendecomposition_of_the_same_covariance():
+    """hiverge's SVD of the 2×2 patch covariance against numpy's float64 eigh: the same filters up
+    to the sign of each column, eigenvalues distinct on random data."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((16, 8, 8, 3)) * rng.uniform(0.5, 2, 3) + 0.2).astype(np.float32)
+    eps = 5e-4
+    got = np.asarray(whitening.whitening_kernel(x, 2, eps, ddof=0, method="svd"), np.float64).reshape(12, 12)
+    p = _np_patches(x, 2)
+    lam, v = np.linalg.eigh(p.T @ p / len(p))
+    lam, v = lam[::-1], v[:, ::-1]
+    assert np.diff(lam).max() < 0  # distinct
+    ref = v / np.sqrt(lam + eps)
+    signs = np.sign(np.sum(got * ref, axis=0))
+    np.testing.assert_allclose(got * signs, ref, rtol=2e-3, atol=2e-3 * np.abs(ref).max())
+    eig = np.asarray(whitening.whitening_kernel(x, 2, eps, ddof=0, method="eigh"), np.float64).reshape(12, 12)
+    np.testing.assert_allclose(np.abs(got), np.abs(eig), rtol=2e-3, atol=2e-3 * np.abs(ref).max())
+    with pytest.raises(ValueError, match="method"):
+        whitening.whitening_kernel(x, 2, eps, method="qr")

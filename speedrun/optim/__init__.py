@@ -3,7 +3,9 @@
 - ``schedules``: lr schedules (Page's epochs, He et al.'s steps, airbench's triangle and decay).
 - ``sgd``: PyTorch-style SGD — Page's (``page_sgd``), He et al.'s (``he_sgd``), shared pieces.
 - ``airbench``: airbench94's SGD and the airbench param labels.
-- ``muon``: airbench94_muon's Muon for conv filters with SGD for the rest.
+- ``newton_schulz``: Muon's Newton–Schulz, all filter banks in one batched stack, in a chosen dtype.
+- ``muon``: Muon for conv filters; airbench94_muon's Muon with SGD for the rest.
+- ``hiverge``: hiverge's Muon and SGD groups (and fulcrum E1's decay horizon and lr floor).
 - ``ema``: Page's exponential moving average of params and batch stats.
 - ``lookahead``: airbench94's lookahead average.
 
@@ -19,12 +21,14 @@ from typing import Any, Callable
 import optax
 
 from speedrun.config import Derived
-from speedrun.optim import ema, lookahead
+from speedrun.optim import ema, lookahead, newton_schulz
+from speedrun.optim.hiverge import floored_decay, hiverge_muon, hiverge_muon_from_config
 from speedrun.optim.airbench import airbench_labels, airbench_sgd, airbench_sgd_from_config
-from speedrun.optim.muon import airbench_muon, airbench_muon_from_config, muon_filters, renormalize_filters
+from speedrun.optim.muon import (airbench_muon, airbench_muon_from_config, muon_filters, renorm_steps,
+                                 renormalize_filters)
 from speedrun.optim.schedules import (airbench_triangle, epoch_schedule, he_lr_schedule, linear_decay,
                                       piecewise_linear)
-from speedrun.optim.sgd import (WEIGHT_DECAY_ON, bias_labels, freeze_after, he_sgd, he_sgd_from_config,
+from speedrun.optim.sgd import (WEIGHT_DECAY_ON, bias_labels, decay_after_step, freeze_after, he_sgd, he_sgd_from_config,
                                 kernel_labels, page_sgd, page_sgd_from_config, torch_sgd)
 
 Builder = Callable[[Any, Derived], tuple[optax.GradientTransformation, optax.Schedule]]
@@ -35,6 +39,7 @@ OPTIMIZERS: dict[str, Builder] = {
     "he_sgd": he_sgd_from_config,
     "airbench_sgd": airbench_sgd_from_config,
     "airbench_muon": airbench_muon_from_config,
+    "hiverge_muon": hiverge_muon_from_config,
 }
 
 
@@ -57,7 +62,8 @@ def make_optimizer(opt_config: Any, derived: Derived) -> tuple[optax.GradientTra
 
 __all__ = [
     "OPTIMIZERS", "WEIGHT_DECAY_ON", "airbench_labels", "airbench_muon", "airbench_sgd",
-    "airbench_triangle", "bias_labels", "ema", "epoch_schedule", "freeze_after", "he_lr_schedule",
-    "he_sgd", "kernel_labels", "linear_decay", "lookahead", "make_optimizer", "muon_filters",
-    "page_sgd", "piecewise_linear", "renormalize_filters", "torch_sgd",
+    "airbench_triangle", "bias_labels", "decay_after_step", "ema", "epoch_schedule", "floored_decay",
+    "freeze_after", "he_lr_schedule", "he_sgd", "hiverge_muon", "kernel_labels", "linear_decay", "lookahead",
+    "make_optimizer", "muon_filters", "newton_schulz", "page_sgd", "piecewise_linear", "renorm_steps",
+    "renormalize_filters", "torch_sgd",
 ]

@@ -45,11 +45,33 @@ def kernel_labels(params: Any) -> Any:
         lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
-def torch_sgd(lr: optax.ScalarOrSchedule, momentum: float, weight_decay: float, nesterov: bool = True
-              ) -> optax.GradientTransformation:
-    """PyTorch ``SGD(lr, momentum, nesterov, weight_decay)`` (dampening 0): the coupled decay
-    ``weight_decay·w`` is added to the gradient, then ``optax.sgd`` (``v ← μv + g``, Nesterov step
-    ``g + μv``, times ``-lr``)."""
+def decay_after_step(lr: optax.ScalarOrSchedule, weight_decay: float) -> optax.GradientTransformation:
+    """Decoupled, multiplicative weight decay after the step: ``w + u → (w + u)·(1 − lr(c)·wd)``
+    (hiverge's Muon: ``p.add_(update, alpha=-lr)`` then ``p.mul_(1 - lr·weight_decay)``); needs
+    ``params``; state: the count."""
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("decay_after_step needs params: call tx.update(grads, state, params)")
+        lr_t = lr(state.count) if callable(lr) else lr
+        out = jax.tree.map(lambda u, p: u - (lr_t * weight_decay) * (p + u), updates, params)
+        return out, optax.ScaleByScheduleState(count=state.count + 1)
+
+    return optax.GradientTransformation(lambda _: optax.ScaleByScheduleState(jnp.zeros((), jnp.int32)),
+                                        update_fn)
+
+
+def torch_sgd(lr: optax.ScalarOrSchedule, momentum: float, weight_decay: float, nesterov: bool = True,
+              decoupled: bool = False) -> optax.GradientTransformation:
+    """PyTorch ``SGD(lr, momentum, nesterov, weight_decay)`` (dampening 0).
+
+    Coupled (default, PyTorch's): ``g' = g + λw``, ``v ← μv + g'``, ``w ← w − lr·(g' + μv)``
+    (Nesterov; ``w − lr·v`` without) — ``optax.add_decayed_weights`` then ``optax.sgd``.
+    ``decoupled=True``: the decay leaves the gradient and momentum alone and shrinks the weights
+    after the step, ``w ← (w − lr·(g + μv))·(1 − lr·λ)`` (hiverge's Muon order,
+    :func:`decay_after_step`). ``lr`` may be a schedule (optax count → lr)."""
+    if decoupled:
+        return optax.chain(optax.sgd(lr, momentum=momentum, nesterov=nesterov), decay_after_step(lr, weight_decay))
     return optax.chain(optax.add_decayed_weights(weight_decay),
                        optax.sgd(lr, momentum=momentum, nesterov=nesterov))
 
