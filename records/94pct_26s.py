@@ -59,7 +59,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "page_sgd"
-    c.optimizer.lr_knots = [0.0, 2.0, 8.0]  # epochs; flat after the last knot
+    # Page: PiecewiseLinear([0, epochs/5, epochs - ema_epochs], [0, 1, 0.1]), ema_epochs = 2 — [0, 2, 8] at
+    # 10 epochs, written from the run's length (speedrun.optim.schedules.page_lr_knots); flat after the last
+    c.optimizer.lr_knots = []  # empty: Page's knots above; given (epochs, e.g. 0,2,8): those, for any length
+    c.optimizer.lr_peak_fraction = 0.2  # Page's epochs/5
+    c.optimizer.ema_epochs = 2.0  # Page's ema_epochs: the last epochs at the final lr
     c.optimizer.lr_values = [0.0, 1.0, 0.1]  # mean-loss form: Page's lr/512 on a summed loss
     c.optimizer.momentum = 0.9
     c.optimizer.nesterov = True

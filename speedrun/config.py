@@ -275,7 +275,8 @@ def smoke(config: ml_collections.ConfigDict, n_train: int | None = None, whiteni
     ghost batch size that divides the batch (unless ``changes`` set them). ``whitening_images``: at
     most that many images for the whitening filters. ``n_train``: the training images the smoke run
     will see; given, a record whose lr schedule has a ``warmup_fraction`` gets at least one warmup
-    step (airbench94's 0.23 of 2 steps would be none, which its schedule rejects). The record's
+    step (airbench94's 0.23 of 2 steps would be none, which its schedule rejects); a run too short for
+    Page's flat ``optimizer.ema_epochs`` (94pct_26s at 2 epochs) has none. The record's
     arithmetic (schedules in epochs, batch-size rules) is its own.
 
     Raises:
@@ -292,6 +293,9 @@ def smoke(config: ml_collections.ConfigDict, n_train: int | None = None, whiteni
         c.model.ghost_batch_size = math.gcd(ghost, c.batch_size)
     if whitening_images is not None and c.whitening.num_images:
         c.whitening.num_images = min(c.whitening.num_images, whitening_images)
+    o = c.optimizer
+    if "ema_epochs" in o and "optimizer.ema_epochs" not in changes and c.epochs - o.ema_epochs <= o.lr_peak_fraction * c.epochs:
+        o.ema_epochs = 0.0
     if n_train is not None and "warmup_fraction" in c.optimizer:
         total = total_train_steps(c.epochs, n_train // c.batch_size, c.get("last_epoch_fraction", 1.0))
         if int(c.optimizer.warmup_fraction * total) < 1:

@@ -99,7 +99,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     opt = config.get("optimizer", ml_collections.ConfigDict())
     if "lr_knots" in opt or "lr_values" in opt:
         knots, values = list(opt.get("lr_knots", ())), list(opt.get("lr_values", ()))
-        if len(knots) != len(values) or len(knots) < 2:
+        page = not knots and "ema_epochs" in opt  # Page's three knots from the run's length
+        if len(knots) != len(values) or len(knots) < 2 if not page else len(values) != 3:
             raise ConfigError(
                 f"config keys 'optimizer.lr_knots' {knots} and 'optimizer.lr_values' {values} must have the "
                 "same length, at least 2 (one lr per knot, in epochs) — pass both, e.g. "
@@ -121,6 +122,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         _known("model.name", model.name, MODELS)
     if "name" in opt:
         _known("optimizer.name", opt.name, optim.OPTIMIZERS)
+    if "ema_epochs" in opt and not len(opt.get("lr_knots", ())):
+        try:
+            optim.schedules.page_lr_knots(config.epochs, opt.lr_peak_fraction, opt.ema_epochs)
+        except ValueError as err:
+            raise ConfigError(f"config key 'optimizer.ema_epochs': {err}") from err
     spec = str(config.precision)
     try:
         if num_devices is not None or "=" not in spec:

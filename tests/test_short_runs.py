@@ -23,7 +23,8 @@ FEW_POINTS = 0.05
 @pytest.fixture(scope="module")
 def short_run(sample):
     x, y, xt, yt = sample
-    c = config.smoke(config.load_record("94pct_26s"), epochs=8, eval_batch_size=1024)
+    c = config.smoke(config.load_record("94pct_26s"), epochs=8, eval_batch_size=1024,
+                     optimizer__lr_knots=[0.0, 2.0, 8.0])  # the knots this test was set on (absolute epochs)
     exp = Experiment(c, (x[:1024], y[:1024], xt, yt))
     exp.run(0, per_epoch_eval=False)
     return exp, exp.last_state, exp.last_constants, exp.init_run(0)[0]

@@ -29,7 +29,7 @@ EPOCHS, BATCH, WIDTH = 3, 256, 0.125
 # - the lr schedule: the record's knots (epochs 0, 2, 8 of 10) scaled to the run's EPOCHS, so the run
 #   warms up, decays and ends at the record's final lr as the record does (unscaled, a 3-epoch run
 #   stops at 0.85 of the peak lr and is evaluated while its weights still move fast);
-LR_KNOTS = [k * EPOCHS / PINNED.epochs for k in PINNED.optimizer.lr_knots]  # [0.0, 0.6, 2.4]
+LR_KNOTS = [k * EPOCHS / PINNED.epochs for k in (0.0, 2.0, 8.0)]  # [0.0, 0.6, 2.4]
 # - the EMA: Page's 0.99 every 5 steps (0.951 per update) averages over the last ~100 steps, the
 #   whole of a 60-step run (debiased: its first steps weigh as much as its last); 0.9 (0.59 per
 #   update) averages over the last ~12 steps;

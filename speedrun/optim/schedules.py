@@ -31,6 +31,26 @@ def piecewise_linear(knots: Sequence[float], values: Sequence[float]) -> Callabl
     return lambda t: jnp.interp(t, k, v)
 
 
+def page_lr_knots(epochs: float, peak_fraction: float = 0.2, ema_epochs: float = 2.0) -> list[float]:
+    """Page's lr knots in epochs, written from the run's length: ``[0, peak_fraction·epochs,
+    epochs − ema_epochs]`` (``bag_of_tricks.ipynb``: ``[0, epochs/5, epochs - ema_epochs]``, with
+    ``ema_epochs = 2``; at 10 epochs ``[0, 2, 8]``). The lr is flat after the last knot.
+
+    Raises:
+      ValueError: the knots do not increase (``epochs − ema_epochs <= peak_fraction·epochs``: a run
+        too short for ``ema_epochs`` flat epochs), or ``peak_fraction`` outside (0, 1).
+    """
+    if not 0.0 < peak_fraction < 1.0:
+        raise ValueError(f"peak_fraction must be in (0, 1); got {peak_fraction}")
+    knots = [0.0, peak_fraction * epochs, epochs - ema_epochs]
+    if not knots[0] < knots[1] < knots[2]:
+        raise ValueError(f"Page's lr knots [0, {peak_fraction}·epochs, epochs − ema_epochs] = {knots} do not "
+                         f"increase at epochs={epochs}, ema_epochs={ema_epochs} — pass a smaller "
+                         f"--config.optimizer.ema_epochs (at most {epochs * (1 - peak_fraction):g}, e.g. 0) "
+                         "or more --config.epochs")
+    return knots
+
+
 def epoch_schedule(knots: Sequence[float], values: Sequence[float], steps_per_epoch: int) -> optax.Schedule:
     """An optax schedule (step count → lr) from a piecewise-linear schedule over *epochs*.
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from speedrun.config import Derived
-from speedrun.optim.schedules import epoch_schedule, he_lr_schedule
+from speedrun.optim.schedules import epoch_schedule, he_lr_schedule, page_lr_knots
 
 
 def bias_labels(params: Any) -> Any:
@@ -139,17 +139,32 @@ def he_sgd(lr: optax.Schedule, momentum: float = 0.9, weight_decay: float = 1e-4
                        optax.sgd(lr, momentum=momentum, nesterov=nesterov))
 
 
+def lr_knots_of(opt_config: Any, epochs: float) -> list[float]:
+    """The lr knots (epochs) of a ``page_sgd`` config: ``lr_knots`` when given, else
+    :func:`speedrun.optim.schedules.page_lr_knots` of ``epochs`` with the config's
+    ``lr_peak_fraction`` and ``ema_epochs``.
+
+    Raises:
+      ValueError: see :func:`speedrun.optim.schedules.page_lr_knots`.
+    """
+    if len(opt_config.lr_knots):
+        return [float(k) for k in opt_config.lr_knots]
+    return page_lr_knots(epochs, opt_config.lr_peak_fraction, opt_config.ema_epochs)
+
+
 def page_sgd_from_config(opt_config: Any, derived: Derived
                          ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """:func:`page_sgd` with :func:`speedrun.optim.schedules.epoch_schedule` over
     ``derived.steps_per_epoch``, from a config with fields ``lr_knots``, ``lr_values`` (in epochs),
-    ``momentum``, ``nesterov``, ``weight_decay``, ``bias_lr_mult``, ``bias_wd_mult``.
+    ``momentum``, ``nesterov``, ``weight_decay``, ``bias_lr_mult``, ``bias_wd_mult``. Empty
+    ``lr_knots``: Page's knots from the run's length (:func:`lr_knots_of`).
 
     Raises:
       ValueError: bad knots (:func:`speedrun.optim.schedules.piecewise_linear`).
     """
     c = opt_config
-    lr = epoch_schedule(c.lr_knots, c.lr_values, derived.steps_per_epoch)
+    lr = epoch_schedule(lr_knots_of(c, derived.total_steps / derived.steps_per_epoch), c.lr_values,
+                        derived.steps_per_epoch)
     return page_sgd(lr, c.momentum, c.weight_decay, c.bias_lr_mult, c.bias_wd_mult, c.nesterov), lr
 
 
