@@ -100,6 +100,22 @@ fi
 for r in airbench94_muon airbench94 94pct_26s; do
   step "bench_$r" "$LIMIT" ./run.sh bench "records/$r.py" "${BENCH[@]}" --outdir "$DIR/results"
 done
+# the hot-path A/B: the epoch-plan work's base commit against this tree, same GPU, alternating, and
+# the precision switches (float16 dynamic / static scale, bfloat16) of airbench94_muon
+AB_BASE="${AB_BASE:-f12c58e}"
+if git rev-parse -q --verify "$AB_BASE^{commit}" > /dev/null 2>&1; then
+  rm -rf "$DIR/ab_base" && mkdir -p "$DIR/ab_base" && git archive "$AB_BASE" | tar -x -C "$DIR/ab_base"
+  for r in airbench94_muon airbench94; do
+    step "ab_base_$r" "$LIMIT" bash -c "cd '$DIR/ab_base' && ./run.sh bench records/$r.py ${BENCH[*]} --outdir '$DIR/ab/base'"
+    step "ab_head_$r" "$LIMIT" ./run.sh bench "records/$r.py" "${BENCH[@]}" --outdir "$DIR/ab/head"
+  done
+else
+  say "SKIP ab: commit $AB_BASE is not in this checkout (AB_BASE=COMMIT to choose)"
+fi
+for p in float16 float16_static bfloat16; do
+  step "precision_$p" "$LIMIT" ./run.sh bench records/airbench94_muon.py "${BENCH[@]}" "--config.precision=$p" \
+    --outdir "$DIR/precision/$p"
+done
 step profile_airbench94_muon "$LIMIT" ./run.sh profile records/airbench94_muon.py "${PROFILE[@]}" --outdir "$DIR/profile"
 if "$PY" -c "import torch, airbench" > /dev/null 2>&1; then
   step vs_airbench "$LIMIT" "$PY" benchmarks/vs_airbench.py --pairs "$VS_PAIRS" --data sample \

@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.whitening = ml_collections.ConfigDict()
     c.whitening.eps = 5e-4
     c.whitening.num_images = 5000
+    c.whitening.ddof = 0  # the source's covariance divides by N
     c.augment = ml_collections.ConfigDict()
     c.augment.crop_padding = 2  # reflect
     c.augment.crop_mode = "reflect"

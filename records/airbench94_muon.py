@@ -41,6 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.muon_momentum = 0.6
     c.optimizer.ns_coeffs = (3.4445, -4.7750, 2.0315)
     c.optimizer.ns_steps = 3
+    c.optimizer.ns_dtype = "auto"  # bfloat16 on GPU/TPU as the source, float32 on CPU
+    c.optimizer.ns_grouping = "auto"  # one zero-padded stack on GPU/TPU, per shape on CPU (docs/optim.md)
     c.optimizer.momentum = 0.85  # the SGD groups
     c.optimizer.nesterov = True
     c.optimizer.bias_lr = 0.053  # summed-loss lr of BN biases and the whitening bias

@@ -22,7 +22,7 @@ import pytest
 
 from speedrun import checkpoint, cli
 from speedrun.config import ConfigError
-from speedrun.train import experiment
+from speedrun.train import experiment, logged_run
 from speedrun.train.state import RUN_KEY_FOLD
 
 N = 256
@@ -145,13 +145,13 @@ def test_train_saves_off_the_clock_and_resumes(tiny, monkeypatch):
         return on_epoch_end
 
     monkeypatch.setattr(checkpoint, "saver", slow_saver)
-    full = experiment.train_and_evaluate(exp.config, tiny["tmp"] / "logs")
+    full = logged_run.train_and_evaluate(exp.config, tiny["tmp"] / "logs")
     assert full["train_time_s"] < tiny["a"]["train_time_s"] + 1.5
     assert full["checkpoint"] == str(run_dir.resolve() / "3")
     leaves_equal(jax.device_get(exp.last_state.params), tiny["state"].params)
     for step in ("2", "3"):  # as if killed after epoch 1
         shutil.rmtree(run_dir / step)
-    resumed = experiment.train_and_evaluate(exp.config, tiny["tmp"] / "logs")
+    resumed = logged_run.train_and_evaluate(exp.config, tiny["tmp"] / "logs")
     assert [r["epoch"] for r in resumed["history"]] == [2, 3]
     assert (full["resumed_after_epochs"], resumed["resumed_after_epochs"]) == (None, 1)
     assert resumed["images_per_s"] == pytest.approx(2 * 2 * 128 / resumed["train_time_s"], rel=1e-3)  # 2 epochs ran

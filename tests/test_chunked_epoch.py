@@ -72,18 +72,19 @@ def test_chunked_equals_one_program(setup):
     if jax.default_backend() != "cpu":
         pytest.skip("the chunked epoch is the CPU backend's")
     cfg, exp = setup
-    assert isinstance(exp.epoch, chunked.ChunkedEpoch)
-    assert (exp.epoch.n_full, exp.epoch.chunk_steps, exp.epoch.rest_steps) == (2, 3, 1)
-    for program in (exp.epoch.chunk, exp.epoch.rest):  # no step inside a loop
+    first = exp.epochs.first()
+    assert isinstance(first, chunked.ChunkedEpoch)
+    assert [len(c) for c in first.plan(exp.init_run(0)[0].run_key, exp.init_run(0)[1][0])[0]] == [3, 3, 1]  # chunks of 3
+    for program in set(p for spec in exp.epochs.programs.values() for p in spec.calls):  # no step inside a loop
         assert loops_with_convolutions(program.as_text()) == []
-    one = jax.jit(make_train_epoch(exp.model, exp.tx, cfg, exp.derived, exp.normalize, mesh=exp.mesh),
-                  donate_argnums=0)
+    ones = {spec: jax.jit(make_train_epoch(exp.model, exp.tx, cfg, exp.derived, exp.normalize, mesh=exp.mesh,
+                                           spec=spec), donate_argnums=0) for spec in exp.epochs.programs}
     state0, keys, ids = exp.init_run(0)
     constants = exp.whiten(exp.x_whiten)
     sa, sb = (jax.tree.map(jnp.copy, state0) for _ in range(2))  # both epochs donate their state
     for e in range(cfg.epochs):
-        sa, ma = exp.epoch(sa, constants, exp.x_train, exp.y_train, keys[e], ids[e])
-        sb, mb = one(sb, constants, exp.x_train, exp.y_train, keys[e], ids[e])
+        sa, ma = exp.epochs(e, sa, constants, exp.x_train, exp.y_train, keys[e], ids[e])
+        sb, mb = ones[exp.plan[e]](sb, constants, exp.x_train, exp.y_train, keys[e], ids[e])
         ma, mb = jax.device_get((ma, mb))
         assert jax.tree.structure(ma) == jax.tree.structure(mb)
         # the same ops on the same inputs; only float32 rounding may differ (XLA may fuse across a
@@ -95,7 +96,7 @@ def test_chunked_equals_one_program(setup):
         for a, b in zip(jax.tree.leaves(jax.device_get(sa.params)), jax.tree.leaves(jax.device_get(sb.params))):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
             assert np.max(np.abs(b)) < 10
-    assert int(jax.device_get(sa.step)) == exp.derived.total_steps  # the last epoch skipped its tail
+    assert int(jax.device_get(sa.step)) == exp.derived.total_steps  # the last epoch's program is shorter
 
 
 def test_loop_detector_sees_a_scan(setup):

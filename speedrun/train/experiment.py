@@ -119,7 +119,8 @@ class Experiment:
         """The uncompiled ``(init, whiten, evaluate, evaluate_level0)`` functions of the record."""
         config = self.config
         whiten_fn = constants_fn(config, self.normalize)
-        evaluate_fn = eval_lib.make_evaluate(self.model.apply, self.normalize, config.get("tta_level", 1))
+        evaluate_fn = eval_lib.make_evaluate(self.model.apply, self.normalize, config.get("tta_level", 1),
+                                             tta_selective=config.get("tta_selective", 0.0))
         return self.init_fn, whiten_fn, evaluate_fn, eval_lib.make_evaluate(self.model.apply, self.normalize, 0)
 
     def init_fn(self, key: jax.Array) -> TrainState:

@@ -86,8 +86,9 @@ def constants_fn(config: ml_collections.ConfigDict, normalize) -> Callable[[jax.
     net without whitening and gives ``{}``."""
     if config.whitening.num_images == 0:
         return lambda x: {}
-    k, eps = config.model.whiten_patch_size, config.whitening.eps
-    return lambda x: {"whiten_kernel": whitening.whitening_kernel(normalize(x), k, eps)}
+    k, w = config.model.whiten_patch_size, config.whitening
+    ddof, method = w.get("ddof", 1), w.get("method", "eigh")  # airbench: divides by N (ddof 0)
+    return lambda x: {"whiten_kernel": whitening.whitening_kernel(normalize(x), k, w.eps, ddof=ddof, method=method)}
 
 
 # ------------------------------------------------------------------ divergence (the health record)

@@ -1,0 +1,99 @@
+"""The epoch plan (speedrun.train.plan) and its programs: static lengths, no per-step conditional,
+no gradient of the whitening bias after its freeze, each distinct epoch compiled once."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from speedrun import config as config_lib
+from speedrun.optim import lookahead
+from speedrun.train import plan as plan_lib
+from speedrun.train.plan import EpochSpec, Segment
+
+from conftest import jaxpr_eqns
+
+
+def _derived(cfg, n):
+    return config_lib.derived(cfg, n, 1)
+
+
+def test_airbench94_plan_on_cifar10_shapes(record):
+    """airbench94 on 50000 images, batch 1024: 48 steps an epoch, T = ceil(9.9·48) = 476, the bias
+    trains ceil(3·48) = 144 steps: 3 trained epochs, 6 detached, a last one of 476 − 432 = 44."""
+    cfg = record("airbench94")
+    plan = plan_lib.epoch_plan(cfg, _derived(cfg, 50000))
+    full, detached = EpochSpec((Segment(48),)), EpochSpec((Segment(48, whiten_bias=False),))
+    assert plan == [full] * 3 + [detached] * 6 + [EpochSpec((Segment(44, whiten_bias=False),))]
+    assert len(plan_lib.distinct(plan)) == 3 and sum(s.steps for s in plan) == 476
+
+
+def test_a_freeze_inside_an_epoch_cuts_it():
+    """hiverge's 7 bias steps: the first epoch is 7 trained steps then the rest detached."""
+    import ml_collections
+
+    cfg = ml_collections.ConfigDict({"epochs": 2, "optimizer": {"whiten_bias_steps": 7}})
+    d = config_lib.Derived(n_train=1000, batch_size=100, num_devices=1, batch_per_device=100,
+                           steps_per_epoch=10, total_steps=20)
+    assert plan_lib.epoch_plan(cfg, d) == [EpochSpec((Segment(7), Segment(3, whiten_bias=False))),
+                                           EpochSpec((Segment(10, whiten_bias=False),))]
+    cfg.resolution = (24, 32)
+    assert [s.segments[-1].image_size for s in plan_lib.epoch_plan(cfg, d)] == [24, 32]
+    cfg.resolution = (24,)
+    with pytest.raises(config_lib.ConfigError, match="one image size"):
+        plan_lib.epoch_plan(cfg, d)
+
+
+@pytest.fixture(scope="module")
+def tiny_exp(record, sample):
+    from speedrun.train.experiment import Experiment
+
+    cfg = record("airbench94", epochs=3, model__width_mult=0.0625)
+    cfg.batch_size, cfg.last_epoch_fraction, cfg.optimizer.whiten_bias_epochs = 64, 0.5, 1
+    cfg.scan_unroll = 1  # the one-program epoch (a real loop), as on a GPU
+    x, y, xt, yt = sample
+    return Experiment(cfg, arrays=(x[:256], y[:256], xt[:128], yt[:128]))
+
+
+def _epoch_jaxpr(exp, spec):
+    from speedrun.train.epoch import make_train_epoch
+
+    fn = make_train_epoch(exp.model, exp.tx, exp.config, exp.derived, exp.normalize, mesh=exp.mesh, spec=spec)
+    state = jax.eval_shape(exp.init_fn, jax.random.key(0))
+    consts = jax.eval_shape(lambda x: {"whiten_kernel": jnp.zeros((2, 2, 3, 12))}, exp.x_whiten)
+    return jax.make_jaxpr(fn)(state, consts, exp.x_train, exp.y_train, jax.random.key(1), jnp.int32(0))
+
+
+def test_programs_have_no_conditional_and_the_detached_one_fewer_convolutions(tiny_exp):
+    exp = tiny_exp
+    assert [s.name() for s in exp.plan] == ["4", "4/detached", "2/detached"]  # 256/64 steps, 0.5 of the last
+    assert len(exp.epochs.programs) == 3  # each distinct epoch compiled once
+    convs = {}
+    for spec in plan_lib.distinct(exp.plan):
+        prims = [e.primitive.name for e in jaxpr_eqns(_epoch_jaxpr(exp, spec).jaxpr)]
+        assert "cond" not in prims and "switch" not in prims
+        convs[spec.segments[0].whiten_bias] = prims.count("conv_general_dilated")
+    # the trained bias needs the first block conv's data gradient; the detached one does not
+    assert convs[False] == convs[True] - 1
+
+
+def test_plan_runs_the_steps_the_config_asks(tiny_exp):
+    r = tiny_exp.run(0, per_epoch_eval=False)
+    assert r["steps"] == 10 and int(tiny_exp.last_state.step) == 10
+    assert tiny_exp.last_state.ema is not None  # airbench94 averages (lookahead)
+
+
+def test_lookahead_follows_legacy_airbench94():
+    """Hand-computed: every 5th step avg ← ρ·avg + (1−ρ)·net, ρ = 0.95^5·(c/T)^3, net ← avg; the
+    average starts at the initial net (legacy/airbench94.py at f1c599c)."""
+    T, avg, net = 20, {"w": jnp.float32(0.0)}, {"w": jnp.float32(0.0)}
+    ref_avg = 0.0
+    for c in range(1, T + 1):
+        net = {"w": net["w"] + 1.0}  # the optimizer's step: +1
+        ref_net = float(net["w"])
+        avg, net = lookahead.update(avg, net, jnp.int32(c), T)
+        if c % 5 == 0:
+            rho = 0.95**5 * (c / T) ** 3
+            ref_avg = rho * ref_avg + (1 - rho) * ref_net
+            ref_net = ref_avg
+        np.testing.assert_allclose([float(avg["w"]), float(net["w"])], [ref_avg, ref_net], rtol=1e-6)
