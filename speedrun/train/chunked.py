@@ -100,7 +100,7 @@ def compile_chunked_epoch(model, tx, config: ml_collections.ConfigDict, derived:
     n_full, rest_steps = divmod(steps, chunk)
     bounds = [(c * chunk, (c + 1) * chunk) for c in range(n_full)] + ([(n_full * chunk, steps)] if rest_steps else [])
     P, axis = jax.sharding.PartitionSpec, parallel.DATA_AXIS
-    rep, rows = parallel.replicated(mesh), parallel.sharded(mesh)
+    rep = parallel.replicated(mesh)
     state, constants, x_train, y_train, key, epoch = args[:6]
     hp = tuple(args[6:7]) if hparams else ()
 
@@ -115,8 +115,8 @@ def compile_chunked_epoch(model, tx, config: ml_collections.ConfigDict, derived:
     smap = lambda f, specs=(P(), P()): jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=P())  # noqa: E731
     plan_c = _compile(smap(plan), (state.run_key, key), (rep, rep), rep)
     idx_s, keys_s, flip_s = jax.eval_shape(smap(plan), state.run_key, key)
-    chunk_specs = (P(), P(), P(axis), P(axis), P(), P(), P(), P()) + ((P(),) if hp else ())
-    chunk_shard = (rep, rep, rows, rows, rep, rep, rep, rep) + ((rep,) if hp else ())
+    chunk_specs = (P(),) * 8 + ((P(),) if hp else ())
+    chunk_shard = (rep,) * 8 + ((rep,) if hp else ())
     programs, metrics_s = [], []
     for c in [0] + ([n_full] if rest_steps else []):  # the chunk program, the rest's
         chunk_args = (state, constants, x_train, y_train, idx_s[c], keys_s[c], flip_s, epoch, *hp)
@@ -129,7 +129,7 @@ def compile_chunked_epoch(model, tx, config: ml_collections.ConfigDict, derived:
 
     finish_c = _compile(smap(finish), (state, metrics_s), (rep, rep), rep, donate=(0,))
     tree_rep = lambda t: jax.tree.map(lambda _: rep, t)  # noqa: E731
-    shardings = ((tree_rep(state), tree_rep(constants), rows, rows, rep, rep) + tuple(tree_rep(h) for h in hp), {})
+    shardings = ((tree_rep(state), tree_rep(constants), rep, rep, rep, rep) + tuple(tree_rep(h) for h in hp), {})
     epoch_fn = ChunkedEpoch(plan_c, programs[0], programs[1] if rest_steps else None, finish_c, n_full, chunk,
                             rest_steps, shardings)
     return epoch_fn, time.perf_counter() - t0

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from speedrun import config as config_lib, evaluate as eval_lib, optim
-from speedrun.data import augment, cifar10
+from speedrun.data import augment, cifar10, pipeline
 from speedrun.measure import flops, runlog
 from speedrun.models import get_model
 from speedrun.system import parallel, precision
@@ -102,10 +102,12 @@ class Experiment:
         self.flops_per_image_forward = flops.forward_flops_per_image(self.model)
 
     def _put_data(self, x_train, y_train, x_test, y_test) -> None:
-        """The data goes to the devices once, as uint8; normalisation happens on device."""
-        rep, rows = parallel.replicated(self.mesh), parallel.sharded(self.mesh)
-        self.x_train = parallel.put(parallel.pad_rows(x_train, self.num_devices), rows)
-        self.y_train = parallel.put(parallel.pad_rows(y_train, self.num_devices), rows)
+        """The data goes to the devices once, as uint8; normalisation happens on device. The
+        training set is replicated and padded for the crop once, on device (:mod:`speedrun.data.pipeline`)."""
+        rep = parallel.replicated(self.mesh)
+        prepare = pipeline.TrainAugment(self.config.augment, len(x_train)).prepare
+        self.x_train = jax.jit(prepare, out_shardings=rep)(parallel.put(x_train, rep))
+        self.y_train = parallel.put(y_train, rep)
         self.x_whiten = parallel.put(x_train[: self.config.whitening.num_images], rep)
         self.test_sharding = parallel.sharded(self.mesh, axis=1)
         self.test_batches = [parallel.put(a, self.test_sharding) for a in
@@ -131,7 +133,7 @@ class Experiment:
         return hparams_lib.hp_arrays(self.config, self.hparams, hp)
 
     def _compile_all(self) -> None:
-        rep, rows = parallel.replicated(self.mesh), parallel.sharded(self.mesh)
+        rep = parallel.replicated(self.mesh)
         init_fn, whiten_fn, epoch_fn, evaluate_fn = self._functions()
         key = parallel.replicate(jax.random.key(0), self.mesh)
         state_shape = jax.eval_shape(init_fn, key)
@@ -148,7 +150,7 @@ class Experiment:
         else:
             self.epoch, t_e = _compile(epoch_fn, state_shape, consts_shape, self.x_train, self.y_train, key,
                                        epoch_idx, *hp, donate=(0,),
-                                       in_shardings=(rep, rep, rows, rows, rep, rep) + (rep,) * len(hp),
+                                       in_shardings=(rep,) * 6 + (rep,) * len(hp),
                                        out_shardings=rep)
         eval_vars = {**state_shape.ema, "constants": consts_shape}
         self.evaluate, t_v = _compile(evaluate_fn, eval_vars, *self.test_batches,
