@@ -7,7 +7,7 @@ before anything touches JAX) that prints one JSON line; the rest of the suite ke
 The 8-vs-1 comparison: the same tiny ResNet-9 record (width 1/16, global batch 64, ghost batch 8,
 so 8 examples and exactly one ghost group per device with 8 devices, and 8 groups of the same 8
 consecutive examples on one device), the same seed and init, 3 steps (one per epoch, 100 real
-training images padded to 104 rows for 8 devices) on a mesh of 8 CPU devices and on a mesh of 1.
+training images, replicated on every device) on a mesh of 8 CPU devices and on a mesh of 1.
 Same global batches, same per-example augmentation, same ghost groups: the runs may differ only by
 the order of floating-point reductions (the gradient all-reduce). Tolerance: per-step losses within
 1e-5 relative; params after each step, both devices counts started from the same state (the
@@ -135,16 +135,26 @@ def test_example_keys_do_not_depend_on_device_count(worker):
 
 def test_shardings_are_as_documented(worker):
     s = worker["shardings"]
-    assert s["x_train_spec"] == "P('data',)"
-    assert s["x_train_shard_shapes"] == [[13, 32, 32, 3]] * N_DEV  # 100 rows padded to 104, /8
-    assert s["y_train_shard_shapes"] == [[13]] * N_DEV
+    # the training set is replicated, padded once by the record's 4 px for the crop
+    assert s["x_train_spec"] == "P()"
+    assert s["x_train_shard_shapes"] == [[100, 40, 40, 3]] * N_DEV
+    assert s["y_train_shard_shapes"] == [[100]] * N_DEV
     assert s["test_spec"] == "P(None, 'data')"
     assert s["state_replicated"] is True and s["metrics_replicated"] is True
-    # (state, constants, x_train, y_train, key, epoch): all replicated but the training set
+    # (state, constants, x_train, y_train, key, epoch): all replicated
     # (the epoch index feeds only the alternating flip, which this record does not use: jit prunes
     # the unused argument, so it may have no sharding at all)
-    assert s["epoch_in_specs"][:5] == [["P()"], ["P()"], ["P('data',)"], ["P('data',)"], ["P()"]]
+    assert s["epoch_in_specs"][:5] == [["P()"]] * 5
     assert s["epoch_in_specs"][5] in ([], ["P()"])
+
+
+def test_epoch_moves_no_images_between_devices(worker):
+    # the step's only collectives are the means (psum/pmean: loss, gradient, batch-norm statistics,
+    # metrics); no reduce-scatter or all-gather of the batch
+    prims = set(worker["epoch_collectives"])
+    assert not prims & {"psum_scatter", "reduce_scatter", "all_gather", "all_to_all", "ppermute"}, prims
+    assert any(p.startswith("psum") or p == "pmean" for p in prims), prims
+    assert worker["epoch_hlo_collectives"] == ["all-reduce"], worker["epoch_hlo_collectives"]
 
 
 def test_eight_devices_match_one_device(worker):
@@ -175,9 +185,9 @@ def _free_port() -> int:
 
 def test_two_processes_share_one_mesh():
     """Two JAX processes (2 CPU devices each, gloo collectives) joined through a localhost
-    coordinator, as two hosts would be: each holds only its rows of the training set, the batch
-    gather crosses processes, a data-parallel gradient equals the numpy gradient of the global
-    mean loss, and only process 0 logs."""
+    coordinator, as two hosts would be: each device holds the whole (replicated) training set and
+    gathers its share of the batch locally, a data-parallel gradient equals the numpy gradient of the
+    global mean loss, and only process 0 logs."""
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     procs = [subprocess.Popen([sys.executable, __file__, "--mp-worker", str(pid), str(port)],
@@ -192,8 +202,7 @@ def test_two_processes_share_one_mesh():
     for pid, out in enumerate(outs):
         assert out["process_index"] == pid and out["process_count"] == 2 and out["device_count"] == 4
         assert out["log_active"] == (pid == 0)
-        # rows [6·pid, 6·pid + 6) of the 12 live on this process's two devices, 3 each
-        assert out["local_rows"] == [[6 * pid, 6 * pid + 3], [6 * pid + 3, 6 * pid + 6]]
+        assert out["local_rows"] == [[0, 12], [0, 12]]  # the whole set on each of its devices
         assert out["gather_equal"] is True
         # loss = mean over the global batch of (x·w - t)², w = (1, -1), t = row index:
         # d/dw = 2/B Σ (x·w - t) x, the numpy reference below
@@ -218,12 +227,12 @@ def _mp_worker(pid: int, port: int) -> dict:
     P = jax.sharding.PartitionSpec
     mesh = parallel.make_mesh()
     x = np.arange(12 * 2, dtype=np.float32).reshape(12, 2)  # the same host data on every process
-    xs = parallel.put(x, parallel.sharded(mesh))
+    xs = parallel.put(x, parallel.replicated(mesh))
     local_rows = sorted([int(sh.data[0, 0]) // 2, int(sh.data[-1, 0]) // 2 + 1] for sh in xs.addressable_shards)
     idx = np.array([11, 0, 5, 6, 3, 9, 1, 10], np.int32)  # a global batch of 8 drawn from both processes
     idx_r = parallel.replicate(idx, mesh)
 
-    ts = parallel.put(np.arange(12, dtype=np.float32), parallel.sharded(mesh))  # target = row index
+    ts = parallel.put(np.arange(12, dtype=np.float32), parallel.replicated(mesh))  # target = row index
 
     def grad_step(xl, tl, i):
         xb, t, _ = parallel.gather_batch((xl, tl), i, "data")
@@ -233,7 +242,7 @@ def _mp_worker(pid: int, port: int) -> dict:
 
         return jax.grad(loss)(jnp.array([1.0, -1.0])), xb
 
-    f = jax.jit(jax.shard_map(grad_step, mesh=mesh, in_specs=(P("data"), P("data"), P()),
+    f = jax.jit(jax.shard_map(grad_step, mesh=mesh, in_specs=(P(), P(), P()),
                               out_specs=(P(), P("data"))),
                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
     g, xb = f(xs, ts, idx_r)
@@ -266,11 +275,11 @@ def _worker() -> dict:
     # gather_batch: device d gets rows d*B/D.. of x[idx] (numpy reference), for uint8 and int32
     x = rng.randint(0, 256, (40, 4, 4, 3)).astype(np.uint8)
     y = rng.randint(0, 10, 40).astype(np.int32)
-    idx = rng.permutation(37)[:16].astype(np.int32)  # rows 37..39 are never drawn (like padding)
+    idx = rng.permutation(37)[:16].astype(np.int32)
     f = jax.jit(jax.shard_map(lambda a, b, i: parallel.gather_batch((a, b), i, "data"), mesh=mesh8,
-                              in_specs=(P("data"), P("data"), P()), out_specs=P("data")))
-    gx, gy, gi = f(parallel.put(x, parallel.sharded(mesh8)), parallel.put(y, parallel.sharded(mesh8)),
-                   jnp.asarray(idx))
+                              in_specs=(P(), P(), P()), out_specs=P("data")))
+    rep8 = parallel.replicated(mesh8)
+    gx, gy, gi = f(parallel.put(x, rep8), parallel.put(y, rep8), jnp.asarray(idx))
     out["gather_equal"] = bool(np.array_equal(np.asarray(gx), x[idx]) and np.array_equal(np.asarray(gy), y[idx]))
     out["gather_idx_equal"] = bool(np.array_equal(np.asarray(gi), idx))
 
@@ -313,6 +322,16 @@ def _worker() -> dict:
             losses.append(float(m["loss"]))
         return state, c, m, losses
 
+    # the collectives of the epoch: in its jaxpr (primitive names) and its compiled HLO
+    import re
+
+    epoch_fn = make_train_epoch(exp.model, exp.tx, cfg, exp.derived, augment.normalizer(), mesh=mesh8)
+    jaxpr = str(jax.make_jaxpr(epoch_fn)(init, consts, exp.x_train, exp.y_train, epoch_keys[0], jnp.int32(0)))
+    names = r"\b(psum\w*|pmean|pmax|pmin|all_gather\w*|all_to_all|ppermute|reduce_scatter|psum_scatter)\b"
+    out["epoch_collectives"] = sorted(set(re.findall(names, jaxpr)))
+    hlo = exp.epoch.as_text()
+    out["epoch_hlo_collectives"] = sorted(set(re.findall(r"\b(all-reduce|reduce-scatter|all-gather|all-to-all|"
+                                                         r"collective-permute)\b", hlo)))
     st8, c8, m8, out["loss8"] = trajectory(exp.epoch, mesh8, exp.x_train, exp.y_train)
     s["state_replicated"] = all(a.sharding.is_fully_replicated for a in jax.tree.leaves(st8))
     s["metrics_replicated"] = all(a.sharding.is_fully_replicated for a in jax.tree.leaves(m8))
@@ -321,8 +340,9 @@ def _worker() -> dict:
 
     epoch1 = jax.jit(make_train_epoch(exp.model, exp.tx, cfg, config.derived(cfg, 100, 1), augment.normalizer(),
                                       mesh=mesh1), donate_argnums=0)
-    rows1 = parallel.sharded(mesh1)
-    xs1, ys1 = parallel.put(xtr[:100], rows1), parallel.put(ytr[:100], rows1)
+    rows1 = parallel.replicated(mesh1)
+    xs1 = jnp.pad(parallel.put(xtr[:100], rows1), ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+    ys1 = parallel.put(ytr[:100], rows1)
     st1, c1, _, out["loss1"] = trajectory(epoch1, mesh1, xs1, ys1)
     # one step at a time from the same state (the 1-device trajectory's): 8 devices vs 1 device
     rep1 = parallel.replicated(mesh1)

@@ -6,7 +6,9 @@ reflection: ``pad(x, 4)`` uses ``np.pad(mode='reflect')`` then ``Crop(32, 32)``,
 cutout is DeVries & Taylor 2017, in Page's form ``Cutout(h, w)`` (the square lies wholly inside
 the image).
 
-All functions take ``(B, H, W, C)`` images of any dtype and return the same shape and dtype.
+All functions take ``(B, H, W, C)`` images of any dtype and return the same shape and dtype. The
+training epoch runs the same augmentations from per-epoch draws on a set padded once
+(:mod:`speedrun.data.pipeline`).
 """
 
 from __future__ import annotations
@@ -152,35 +154,3 @@ def alternating_flip(images: jax.Array, base_flip: jax.Array, epoch: jax.Array) 
     """
     flip = jnp.logical_xor(base_flip, (epoch % 2) == 1)
     return jnp.where(flip[:, None, None, None], flip_lr(images), images)
-
-
-def make_augment(aug) -> Callable[..., jax.Array]:
-    """The record's per-example augmentation, from ``config.augment`` (``crop_padding``, ``flip``,
-    ``cutout_size``, ``crop_mode``, ``alternating_flip``).
-
-    Returns:
-      ``augment(x, keys, base_flip, epoch) -> x``: ``x (B, H, W, C)`` normalised float, ``keys
-      (B,)`` one PRNG key per example (:func:`augment_batch` on each image alone), ``base_flip
-      (B,)`` bool (:func:`fixed_flip_mask` at the examples' dataset indices) or ``None``, ``epoch``
-      int scalar; with ``alternating_flip`` the alternating flip follows the crop.
-
-    Raises:
-      ValueError: random and alternating flips both on; unknown ``crop_mode``.
-    """
-    alternating = aug.get("alternating_flip", False)
-    if alternating and aug.flip:
-        raise ValueError("config.augment.flip (random flips) and config.augment.alternating_flip are "
-                         "exclusive — set --config.augment.flip=False for airbench's alternating flip")
-    mode = aug.get("crop_mode", "reflect")
-    if mode not in CROP_MODES:
-        raise ValueError(f"config.augment.crop_mode must be one of {CROP_MODES}, got {mode!r}")
-
-    def one(image, key):
-        return augment_batch(image[None], key, aug.crop_padding, aug.flip, aug.cutout_size, mode)[0]
-
-    def augment(x, keys, base_flip, epoch):
-        x = jax.vmap(one)(x, keys)
-        return alternating_flip(x, base_flip, epoch) if alternating else x
-
-    augment.alternating = alternating
-    return augment

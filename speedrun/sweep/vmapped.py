@@ -51,7 +51,7 @@ class VmappedExperiment(Experiment):
         super().__init__(config, arrays, mesh=mesh, hparams=hparams)
 
     def _compile_all(self) -> None:
-        rep, rows = parallel.replicated(self.mesh), parallel.sharded(self.mesh)
+        rep = parallel.replicated(self.mesh)
         init_fn, whiten_fn, evaluate_fn, evaluate0_fn = self._functions()
         k = self.k
         keys = parallel.replicate(jax.random.split(jax.random.key(0), k), self.mesh)
@@ -71,7 +71,7 @@ class VmappedExperiment(Experiment):
                                   hparams=self.hparams, spec=spec, retrace=self.retrace if self.hparams else None)
             v_epoch = jax.vmap(fn, in_axes=(0, None, None, None, 0, None) + hp_axes)
             return _compile(v_epoch, state_shape, consts_shape, self.x_train, self.y_train, keys, epoch_idx, *hp,
-                            donate=(0,), in_shardings=(rep, rep, rows, rows, rep, rep) + (rep,) * len(hp),
+                            donate=(0,), in_shardings=(rep,) * 6 + (rep,) * len(hp),
                             out_shardings=rep)[0]
 
         self.epochs, t_e = programs.compile_programs(self.plan, one)

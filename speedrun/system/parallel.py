@@ -8,11 +8,11 @@ shard_map"; ``jax.pmap`` is in maintenance mode and itself runs on shard_map now
 
 Layout (``D`` devices on the axis ``data``):
 
-- training images and labels: rows sharded along ``data`` (device ``d`` holds rows
-  ``[d·N/D, (d+1)·N/D)``), padded with zero rows to a multiple of ``D`` (:func:`pad_rows`); the
-  padding is never drawn, because the epoch permutes only the real ``n_train`` indices;
-- each global batch of ``B`` examples: device ``d`` gets positions ``[d·B/D, (d+1)·B/D)`` of it
-  (:func:`gather_batch`), whichever device holds those images;
+- training images (uint8, padded once for the crop) and labels: replicated, the whole set on every
+  device (150 MB of uint8 for CIFAR-10's 50000 images at 32 px, 240 MB padded by 4 px);
+- each global batch of ``B`` examples: device ``d`` gathers positions ``[d·B/D, (d+1)·B/D)`` of it
+  from its own copy (:func:`local_share`, :func:`gather_batch`): no collective moves images, and the
+  one collective of a step is the gradient mean;
 - params, optimizer state, EMA, batch-norm running statistics, PRNG keys: replicated.
 
 Inside the shard_map the per-device loss is ``lax.pmean``-ed over ``data`` before it is
@@ -21,8 +21,8 @@ all-reduce of the per-device gradients, so every replica gets the gradient of th
 loss and applies the same update. Batch-norm running statistics and the metrics are ``pmean``-ed.
 
 Result independence of ``D``: the global batch of every step holds the same examples in the same
-order for any ``D``, each example's augmentation key depends only on its position in the global
-batch (:func:`example_keys`, which folds in the axis index), and ghost batch norm normalises groups
+order for any ``D``, each example's augmentation draws are drawn for the whole global batch and cut
+to the device's share (:func:`local_share`), and ghost batch norm normalises groups
 of ``ghost_batch_size`` consecutive examples, which are the same groups for any ``D`` as long as the
 per-device batch is a multiple of the ghost batch (:func:`per_device_batch` enforces it). What
 remains is floating-point reordering of the reductions (tests/test_parallel.py states the measured
@@ -154,41 +154,39 @@ def pmean(tree: Any, axis_name: str | None) -> Any:
     return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
 
+def local_share(tree: Any, axis_name: str | None) -> Any:
+    """This device's share of a global batch: every leaf ``(B, ...)`` of ``tree`` cut to rows
+    ``[d·B/D, (d+1)·B/D)`` on device ``d`` of ``D`` along ``axis_name`` (inside shard_map; the whole
+    leaf when ``axis_name`` is None or of size 1). No collective: every device holds the batch's
+    indices and draws, replicated."""
+    if axis_name is None or jax.lax.axis_size(axis_name) == 1:
+        return tree
+    d, n_dev = jax.lax.axis_index(axis_name), jax.lax.axis_size(axis_name)
+
+    def one(a):
+        b = a.shape[0] // n_dev
+        return jax.lax.dynamic_slice_in_dim(a, d * b, b)
+
+    return jax.tree.map(one, tree)
+
+
 def gather_batch(arrays: Sequence[jax.Array], idx: jax.Array, axis_name: str | None) -> tuple:
-    """This device's slice of a global batch gathered from row-sharded arrays (inside shard_map).
+    """This device's slice of a global batch gathered from arrays replicated on every device
+    (inside shard_map).
 
     Args:
-      arrays: per-device row shards, each ``(N/D, ...)`` of any dtype (e.g. ``(N/D, 32, 32, 3)``
-        uint8 images and ``(N/D,)`` int32 labels); device ``d`` holds global rows
-        ``[d·N/D, (d+1)·N/D)``.
-      idx: ``(B,)`` int32 global row indices of the whole batch, the same on every device.
-      axis_name: the mesh axis (``None``: one device, a plain gather).
+      arrays: whole arrays, each ``(N, ...)`` of any dtype (e.g. ``(N, 32, 32, 3)`` uint8 images
+        and ``(N,)`` int32 labels), the same on every device.
+      idx: ``(B,)`` int32 row indices of the whole batch, the same on every device.
+      axis_name: the mesh axis (``None``: one device).
 
     Returns:
-      ``tuple(a_global[idx][d·B/D:(d+1)·B/D] for a in arrays)`` followed by that slice of ``idx``
-      itself (``(B/D,)``, the dataset indices of this device's examples), for device ``d``.
-
-    Method: every device gathers the rows of ``idx`` that it holds, zeros elsewhere, and a
-    reduce-scatter (``lax.psum_scatter``) over ``axis_name`` sums the ``D`` partial batches (only one
-    is non-zero per row: exact, also for uint8) and leaves each device its ``B/D`` rows. It moves
-    ``B`` rows per device per step; on one device (``axis_name`` None or of size 1) it is a plain
-    gather.
+      ``tuple(a[idx][d·B/D:(d+1)·B/D] for a in arrays)`` followed by that slice of ``idx`` itself
+      (``(B/D,)``, the dataset indices of this device's examples), for device ``d``: a local gather
+      of ``B/D`` rows, no collective (:func:`local_share`).
     """
-    if axis_name is None or jax.lax.axis_size(axis_name) == 1:  # static: no masking, no collective
-        return tuple(a[idx] for a in arrays) + (idx,)
-    d = jax.lax.axis_index(axis_name)
-    n_dev = jax.lax.axis_size(axis_name)
-    n_local = arrays[0].shape[0]
-    local = idx - d * n_local
-    mine = (local >= 0) & (local < n_local)
-    local = jnp.clip(local, 0, n_local - 1)
-    out = []
-    for a in arrays:
-        rows = a[local]
-        rows = jnp.where(mine.reshape((-1,) + (1,) * (a.ndim - 1)), rows, jnp.zeros((), a.dtype))
-        out.append(jax.lax.psum_scatter(rows, axis_name, scatter_dimension=0, tiled=True))
-    b = idx.shape[0] // n_dev
-    return tuple(out) + (jax.lax.dynamic_slice_in_dim(idx, d * b, b),)
+    mine = local_share(idx, axis_name)
+    return tuple(a[mine] for a in arrays) + (mine,)
 
 
 def example_keys(key: jax.Array, local_batch: int, axis_name: str | None) -> jax.Array:

@@ -78,7 +78,7 @@ class ChunkedEpoch:
 class ChunkCompiler:
     """Compiles chunked epochs (:class:`ChunkedEpoch`) for the one-program epoch's arguments
     ``args`` (arrays or ``jax.ShapeDtypeStruct`` trees: ``state, constants, x_train, y_train, key,
-    epoch[, hp]``, with ``x_train``/``y_train`` rows sharded along ``data``, the rest replicated on
+    epoch[, hp]``, every one replicated on
     ``mesh``), sharing every program among the epochs of a plan: a chunk program per (segment
     variant, length), a plan program per epoch length, a finish program per chunk layout.
 
@@ -111,8 +111,8 @@ class ChunkCompiler:
     def compile(self, spec: plan_lib.EpochSpec) -> ChunkedEpoch:
         """The chunked program sequence of one epoch ``spec``: its segments cut into chunks of at
         most ``chunk`` steps (compiled once per distinct variant and length)."""
-        P, axis, parts, mesh = jax.sharding.PartitionSpec, parallel.DATA_AXIS, self.parts, self.mesh
-        rep, rows = parallel.replicated(mesh), parallel.sharded(mesh)
+        P, parts, mesh = jax.sharding.PartitionSpec, self.parts, self.mesh
+        rep = parallel.replicated(mesh)
         state, constants, x_train, y_train, key, epoch = self.args
         hp = self.hp
         bounds, segs, a = [], [], 0
@@ -130,8 +130,8 @@ class ChunkCompiler:
         plan_f = self._smap(plan, (P(), P()))
         plan_c = self._get(("plan", tuple(bounds)), lambda: _compile(plan_f, (state.run_key, key), (rep, rep), rep))
         idx_s, keys_s, flip_s = jax.eval_shape(plan_f, state.run_key, key)
-        chunk_specs = (P(), P(), P(axis), P(axis), P(), P(), P(), P()) + ((P(),) if hp else ())
-        chunk_shard = (rep, rep, rows, rows, rep, rep, rep, rep) + ((rep,) if hp else ())
+        chunk_specs = (P(),) * 8 + ((P(),) if hp else ())
+        chunk_shard = (rep,) * 8 + ((rep,) if hp else ())
         calls, metrics_s = [], []
         for c, seg in enumerate(segs):
             def epoch_chunk(state, constants, x_train, y_train, idx, keys, base_flip, epoch, hp=None, seg=seg):
@@ -149,7 +149,7 @@ class ChunkCompiler:
         finish_c = self._get(("finish", tuple(s.steps for s in segs)), lambda: _compile(
             self._smap(finish, (P(), P())), (state, metrics_s), (rep, rep), rep, donate=(0,)))
         tree_rep = lambda t: jax.tree.map(lambda _: rep, t)  # noqa: E731
-        shardings = ((tree_rep(state), tree_rep(constants), rows, rows, rep, rep) + tuple(tree_rep(h) for h in hp), {})
+        shardings = ((tree_rep(state), tree_rep(constants), rep, rep, rep, rep) + tuple(tree_rep(h) for h in hp), {})
         return ChunkedEpoch(plan_c, calls, finish_c, shardings)
 
 

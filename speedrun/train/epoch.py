@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from speedrun.config import Derived
-from speedrun.data import augment as augment_lib
+from speedrun.data import pipeline
+from speedrun.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from speedrun.system import parallel, precision
 from speedrun.train import plan as plan_lib
 from speedrun.train.step import step_fn
@@ -85,8 +86,8 @@ def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Deri
             a += seg.steps
         return parts.finish(state, jax.tree.map(lambda *m: jnp.concatenate(m), *metrics))
 
-    rep, rows = jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec(parallel.DATA_AXIS)
-    in_specs = (rep, rep, rows, rows, rep, rep) + ((rep,) if hparams else ())
+    rep = jax.sharding.PartitionSpec()
+    in_specs = (rep, rep, rep, rep, rep, rep) + ((rep,) if hparams else ())
     return jax.shard_map(epoch, mesh=mesh, in_specs=in_specs, out_specs=(rep, rep))
 
 
@@ -114,7 +115,8 @@ class EpochParts:
         policy = precision.resolve(config.precision)
         self.static_scale = float(derived.batch_size) if policy.static_scale else None
         self.step(plan_lib.Segment(1))  # checks the config (EMA and lookahead both on)
-        self.augment = augment_lib.make_augment(config.augment)
+        self.augment = pipeline.TrainAugment(config.augment, derived.n_train, config.data.get("mean", CIFAR10_MEAN),
+                                             config.data.get("std", CIFAR10_STD), policy.compute_dtype)
 
     def step(self, segment: plan_lib.Segment, hp=None) -> Callable:
         """The train step of ``segment``'s variant; with ``hp`` (traced hyperparameters) built from
@@ -124,32 +126,28 @@ class EpochParts:
                        detach=() if segment.whiten_bias else WHITEN_BIAS_LEAVES, static_scale=self.static_scale)
 
     def plan(self, run_key: jax.Array, key: jax.Array, steps: int) -> tuple:
-        """``(idx (steps, B) int32, keys (steps,) PRNG keys, base_flip (n_train,) bool or None)``: the
-        epoch's batches (the first ``steps * B`` of a permutation of ``range(n_train)`` drawn with
-        ``key``), each step's key, and the run's alternating-flip base mask (from ``run_key``;
-        ``None`` without alternating flips)."""
+        """``(idx (steps, B) int32, draws, None)``: the epoch's batches (the first ``steps * B`` of a
+        permutation of ``range(n_train)`` drawn with ``key``) and every step's key and augmentation
+        draws (:class:`speedrun.data.pipeline.Draws`, ``(steps, ...)``; the alternating flip's base
+        mask from ``run_key``)."""
         d = self.derived
         k_perm, k_aug = jax.random.split(key)
         idx = jax.random.permutation(k_perm, d.n_train)[: steps * d.batch_size].reshape(steps, d.batch_size)
-        base_flip = augment_lib.fixed_flip_mask(run_key, d.n_train) if self.augment.alternating else None
-        return idx, jax.random.split(k_aug, d.steps_per_epoch)[:steps], base_flip
+        return idx, self.augment.draw(k_aug, run_key, idx), None
 
     def run(self, state, constants, x_train, y_train, idx, keys, base_flip, epoch, segment, hp=None, unroll=1):
-        """``lax.scan`` ``segment``'s step over the ``len(idx)`` batches ``idx (S', B)`` with keys
-        ``keys (S',)`` (``unroll`` steps per loop iteration; ``True``: a Python loop, no while loop
-        at all, as the chunk programs of :mod:`speedrun.train.chunked` need): ``(state, per-step
-        metrics (S', ...))``."""
-        step, axis, augment, normalize = self.step(segment, hp), parallel.DATA_AXIS, self.augment, self.normalize
-        size = segment.image_size
+        """``lax.scan`` ``segment``'s step over the ``len(idx)`` batches ``idx (S', B)`` with their
+        draws ``keys`` (``(S', ...)``; ``unroll`` steps per loop iteration; ``True``: a Python loop,
+        no while loop at all, as the chunk programs of :mod:`speedrun.train.chunked` need):
+        ``(state, per-step metrics (S', ...))``. ``base_flip`` is unused (kept ``None``)."""
+        step, axis, augment = self.step(segment, hp), parallel.DATA_AXIS, self.augment
+        size = None if segment.image_size == 32 else segment.image_size  # a resolution curriculum's epoch
 
         def body(state, inputs):
-            batch_idx, k = inputs  # (B,) dataset indices of the global batch; the step's key
-            x_u8, y, i = parallel.gather_batch((x_train, y_train), batch_idx, axis)  # this device's share
-            x = augment(normalize(x_u8), parallel.example_keys(k, self.derived.batch_per_device, axis),
-                        None if base_flip is None else base_flip[i], epoch)
-            if size != x.shape[1]:  # a resolution curriculum's epoch
-                x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "bilinear", antialias=False)
-            return step(state, constants, x, y, jax.random.fold_in(k, DROPOUT_FOLD))
+            batch_idx, draws = inputs  # (B,) dataset indices of the global batch; the step's draws
+            i, d = augment.local(draws, batch_idx, axis)  # this device's share, from its own copy
+            x = augment.apply(x_train, i, d, epoch, size=size)
+            return step(state, constants, x, y_train[i], jax.random.fold_in(draws.key, DROPOUT_FOLD))
 
         if unroll is not True:
             return jax.lax.scan(body, state, (idx, keys), unroll=unroll)

@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from speedrun import config as config_lib, evaluate as eval_lib, optim
-from speedrun.data import augment, cifar10
+from speedrun.data import augment, cifar10, pipeline
 from speedrun.measure import flops, runlog
 from speedrun.models import get_model
 from speedrun.system import parallel, precision
@@ -38,8 +38,8 @@ class Experiment:
     """A record compiled once for its data shapes; :meth:`run` trains it for any seed.
 
     Construction loads the data (or takes ``arrays``), derives the step counts once
-    (:func:`speedrun.config.derived`), puts the data on the devices once as uint8 (training rows
-    sharded along the mesh axis ``data``, padded to a multiple of the device count; whitening images
+    (:func:`speedrun.config.derived`), puts the data on the devices once as uint8 (the training set
+    replicated on every device and padded for the crop, each device gathering its share locally; whitening images
     replicated; test batches sharded along their batch dimension), builds model and optimizer under
     the precision policy, and compiles init, whitening, epoch and evaluation ahead of time
     (``compile_times``, seconds). :meth:`run` reuses the executables: a new seed does not recompile.
@@ -106,10 +106,12 @@ class Experiment:
         self.flops_per_image_forward = flops.forward_flops_per_image(self.model)
 
     def _put_data(self, x_train, y_train, x_test, y_test) -> None:
-        """The data goes to the devices once, as uint8; normalisation happens on device."""
-        rep, rows = parallel.replicated(self.mesh), parallel.sharded(self.mesh)
-        self.x_train = parallel.put(parallel.pad_rows(x_train, self.num_devices), rows)
-        self.y_train = parallel.put(parallel.pad_rows(y_train, self.num_devices), rows)
+        """The data goes to the devices once, as uint8; normalisation happens on device. The
+        training set is replicated and padded for the crop once, on device (:mod:`speedrun.data.pipeline`)."""
+        rep = parallel.replicated(self.mesh)
+        prepare = pipeline.TrainAugment(self.config.augment, len(x_train)).prepare
+        self.x_train = jax.jit(prepare, out_shardings=rep)(parallel.put(x_train, rep))
+        self.y_train = parallel.put(y_train, rep)
         self.x_whiten = parallel.put(x_train[: self.config.whitening.num_images], rep)
         self.test_sharding = parallel.sharded(self.mesh, axis=1)
         self.test_batches = [parallel.put(a, self.test_sharding) for a in

@@ -61,9 +61,9 @@ def compile_record_epochs(parts_args: tuple, plan: Sequence[plan_lib.EpochSpec],
     if chunk:
         compiler = chunked.ChunkCompiler(*parts_args, mesh, chunk, args, hparams, retrace)
         return compile_programs(plan, compiler.compile)
-    rep, rows = parallel.replicated(mesh), parallel.sharded(mesh)
+    rep = parallel.replicated(mesh)
     hp = tuple(args[6:7]) if hparams else ()
-    shardings = (rep, rep, rows, rows, rep, rep) + (rep,) * len(hp)
+    shardings = (rep,) * 6 + (rep,) * len(hp)
 
     def one(spec):
         fn = make_train_epoch(*parts_args, mesh=mesh, hparams=hparams, spec=spec, retrace=retrace)
