@@ -375,42 +375,28 @@ def test_renormalize_filters_sets_frobenius_norm_sqrt_out_before_the_step():
 
 
 def test_lookahead_matches_airbench_loop():
+    """A numpy transcription of legacy/airbench94.py's loop at f1c599c: the average starts at the
+    initial net, every 5th step it is lerped towards the net and copied into it, and after the last
+    step the net is set to it (decay 1.0); the evaluated model is the average."""
     spe, epochs, total = 7, 6, 40  # fractional last epoch: 5·7 + 5
     rng = np.random.default_rng(5)
     deltas = rng.standard_normal((total, 3))
-
-    # numpy transcription of airbench94's loop: optimizer step, then the lookahead rule
-    net, ema, c = np.zeros(3), None, 0
-    ref_rho = {}
-    for epoch in range(epochs):
-        for _ in range(spe):
-            net = net + deltas[c]
-            c += 1
-            if epoch >= 3 and c % 5 == 0:
-                if ema is None:
-                    ema = net.copy()
-                else:
-                    rho = 0.95**5 * (c / total) ** 3
-                    ref_rho[c] = rho
-                    ema = ema + (1 - rho) * (net - ema)  # lerp_(net, 1 - rho)
-                    net = ema.copy()
-            if c >= total:
-                break
-        if ema is not None:
+    net = np.zeros(3)
+    ema, ref_rho = net.copy(), {}
+    for c in range(1, total + 1):
+        net = net + deltas[c - 1]
+        if c % 5 == 0:
+            rho = 0.95**5 * (c / total) ** 3
+            ref_rho[c] = rho
+            ema = ema + (1 - rho) * (net - ema)  # lerp_(net, 1 - rho)
             net = ema.copy()
-    ref_final = net
+    ref_final = ema  # update(net, decay=1.0): the net is set to the average
 
-    avg, cur, c = {"w": jnp.zeros(3)}, {"w": jnp.zeros(3)}, 0
-    for epoch in range(epochs):
-        for _ in range(spe):
-            if c >= total:
-                break
-            cur = {"w": cur["w"] + deltas[c]}
-            c += 1
-            avg, cur = lookahead.update(avg, cur, jnp.int32(c), spe, total)
-        cur = avg  # the epoch's end, as make_train_epoch does
-    np.testing.assert_allclose(np.asarray(cur["w"]), ref_final, rtol=1e-5, atol=1e-5)
-    assert lookahead.first_update_step(spe, 3, 5) == 25  # first multiple of 5 in epoch 3 (steps 22..28)
+    avg, cur = {"w": jnp.zeros(3)}, {"w": jnp.zeros(3)}
+    for c in range(1, total + 1):
+        cur = {"w": cur["w"] + deltas[c - 1]}
+        avg, cur = lookahead.update(avg, cur, jnp.int32(c), total)
+    np.testing.assert_allclose(np.asarray(avg["w"]), ref_final, rtol=1e-5, atol=1e-5)
     for c, rho in ref_rho.items():
         assert float(lookahead.decay(c, total, 5, 0.95, 3.0)) == pytest.approx(rho, rel=1e-6)
 
