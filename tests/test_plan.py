@@ -97,3 +97,22 @@ def test_lookahead_follows_legacy_airbench94():
             ref_avg = rho * ref_avg + (1 - rho) * ref_net
             ref_net = ref_avg
         np.testing.assert_allclose([float(avg["w"]), float(net["w"])], [ref_avg, ref_net], rtol=1e-6)
+
+
+def test_warm_up_runs_every_program_and_changes_no_run(tiny_exp):
+    first = tiny_exp.run(0, per_epoch_eval=False)
+    assert tiny_exp.warm_up() > 0
+    again = tiny_exp.run(0, per_epoch_eval=False)
+    assert (first["acc"], first["final_train_loss"]) == (again["acc"], again["final_train_loss"])
+
+
+def test_static_loss_scale_gives_the_unscaled_gradient():
+    """float16_static: loss × B, gradients ÷ B — with B a power of two, exactly the plain gradient."""
+    from speedrun.system import precision
+
+    w = jnp.array([0.3, -1.7, 2.5], jnp.float32)
+    loss_fn = lambda p: (jnp.sum(jnp.sin(p) * p), None)  # noqa: E731
+    _, finite, (loss, _), g = precision.value_and_grad(loss_fn, w, None, static_scale=256.0)
+    np.testing.assert_array_equal(g, jax.grad(lambda p: loss_fn(p)[0])(w))
+    assert bool(finite) and float(loss) == float(loss_fn(w)[0])
+    assert precision.resolve("float16_static").static_scale and not precision.resolve("float16").static_scale

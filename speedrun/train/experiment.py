@@ -173,13 +173,11 @@ class Experiment:
         state, keys, ids = self.init_run(0)
         constants = self.whiten(self.x_whiten)
         hp = (parallel.replicate(self.hp_values(), self.mesh),) if self.hparams else ()
-        done = set()
-        for e, spec in enumerate(self.plan):
-            if spec not in done:
-                done.add(spec)
-                state, _ = self.epochs(e, state, constants, self.x_train, self.y_train, keys[e], ids[e], *hp)
-        variables = self.eval_variables(state, constants)
-        jax.block_until_ready((self.evaluate(variables, *self.test_batches), self.evaluate0(variables, *self.test_batches)))
+        for spec in plan_lib.distinct(self.plan):
+            e = self.plan.index(spec)
+            state, _ = self.epochs(e, state, constants, self.x_train, self.y_train, keys[e], ids[e], *hp)
+        v = self.eval_variables(state, constants)
+        jax.block_until_ready((self.evaluate(v, *self.test_batches), self.evaluate0(v, *self.test_batches)))
         return time.perf_counter() - t0
 
     def eval_variables(self, state: TrainState, constants: dict) -> dict:
