@@ -50,5 +50,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 2e-6  # per example: wd = 2e-6 * batch_size, applied as wd/lr
     c.optimizer.whiten_bias_epochs = 3
 
-    del c["lookahead"]  # no model averaging
+    c.lookahead.enabled = False  # no model averaging
     return c

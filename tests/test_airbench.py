@@ -443,7 +443,7 @@ def _short_run(config, arrays):
     state = exp.init(key_init)
     constants = exp.whiten(exp.x_whiten)
     for e in range(config.epochs):
-        state, metrics = exp.epoch(state, constants, exp.x_train, exp.y_train,
+        state, metrics = exp.epochs(e, state, constants, exp.x_train, exp.y_train,
                                    jax.random.fold_in(key_train, e), jnp.int32(e))
     final = exp.evaluate(exp.eval_variables(state, constants), *exp.test_batches)
     return exp, state, metrics, final
@@ -476,7 +476,7 @@ def test_airbench94_learns_on_the_subset(sample):
     constants = exp.whiten(exp.x_whiten)
     accs = []
     for e in range(c.epochs):
-        state, metrics = exp.epoch(state, constants, exp.x_train, exp.y_train,
+        state, metrics = exp.epochs(e, state, constants, exp.x_train, exp.y_train,
                                    jax.random.fold_in(key_train, e), jnp.int32(e))
         if e == 1:
             bias_after_freeze = np.asarray(state.params["whiten_bias"])

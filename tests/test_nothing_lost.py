@@ -26,7 +26,7 @@ N = 256
 
 
 def overrides(npz):
-    return ["model.width_mult=0.0625", "batch_size=128", "epochs=1", "eval_batch_size=256",
+    return ["model.width_mult=0.0625", "batch_size=128", "epochs=1", "optimizer.ema_epochs=0", "eval_batch_size=256",
             "whitening.num_images=256", f"data.path={npz}"]
 
 

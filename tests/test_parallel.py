@@ -308,7 +308,7 @@ def _worker() -> dict:
          "test_spec": str(exp.test_batches[0].sharding.spec),
          # per argument of the compiled epoch: the set of its leaves' partition specs
          "epoch_in_specs": [sorted({str(sh.spec) for sh in jax.tree.leaves(arg)})
-                            for arg in exp.epoch.input_shardings[0]]}
+                            for arg in exp.epochs.input_shardings[0]]}
 
     def trajectory(epoch_fn, mesh, xs, ys, start=init, epochs=cfg.epochs):
         rep = parallel.replicated(mesh)
@@ -329,10 +329,10 @@ def _worker() -> dict:
     jaxpr = str(jax.make_jaxpr(epoch_fn)(init, consts, exp.x_train, exp.y_train, epoch_keys[0], jnp.int32(0)))
     names = r"\b(psum\w*|pmean|pmax|pmin|all_gather\w*|all_to_all|ppermute|reduce_scatter|psum_scatter)\b"
     out["epoch_collectives"] = sorted(set(re.findall(names, jaxpr)))
-    hlo = exp.epoch.as_text()
+    hlo = exp.epochs.as_text()
     out["epoch_hlo_collectives"] = sorted(set(re.findall(r"\b(all-reduce|reduce-scatter|all-gather|all-to-all|"
                                                          r"collective-permute)\b", hlo)))
-    st8, c8, m8, out["loss8"] = trajectory(exp.epoch, mesh8, exp.x_train, exp.y_train)
+    st8, c8, m8, out["loss8"] = trajectory(exp.epochs.first(), mesh8, exp.x_train, exp.y_train)
     s["state_replicated"] = all(a.sharding.is_fully_replicated for a in jax.tree.leaves(st8))
     s["metrics_replicated"] = all(a.sharding.is_fully_replicated for a in jax.tree.leaves(m8))
     out["shardings"] = s
@@ -350,7 +350,7 @@ def _worker() -> dict:
     per_step = []
     for e in range(cfg.epochs):
         k, i = epoch_keys[e], jnp.int32(e)
-        s8 = exp.epoch(jax.device_put(jax.tree.map(jnp.copy, jax.device_get(state)), rep8), jax.device_put(c, rep8),
+        s8 = exp.epochs.first()(jax.device_put(jax.tree.map(jnp.copy, jax.device_get(state)), rep8), jax.device_put(c, rep8),
                        exp.x_train, exp.y_train, jax.device_put(k, rep8), jax.device_put(i, rep8))[0]
         state = epoch1(state, c, xs1, ys1, jax.device_put(k, rep1), jax.device_put(i, rep1))[0]
         per_step.append(float(max(jax.tree.leaves(jax.tree.map(lambda u, v: np.max(np.abs(u - v)),

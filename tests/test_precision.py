@@ -12,7 +12,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from speedrun import config, optim, train  # noqa: E402
-from speedrun.data import augment  # noqa: E402
+from speedrun.data import augment, pipeline  # noqa: E402
 from speedrun.system import precision  # noqa: E402
 from speedrun.train import state as state_lib, step as step_lib  # noqa: E402
 from speedrun.train.epoch import make_train_epoch  # noqa: E402
@@ -205,6 +205,7 @@ def test_bfloat16_and_float32_train_alike_on_the_real_subset(sample):
     xtr, ytr = jnp.asarray(xtr[:1024]), jnp.asarray(ytr[:1024])
     norm = augment.normalizer()
     consts = jax.jit(state_lib.constants_fn(cfg, norm))(xtr)
+    xtr = jax.jit(pipeline.TrainAugment(cfg.augment, 1024).prepare)(xtr)  # padded for the crop, once
     # 2 steps of 256 per epoch drawn from all 1024 images
     derived = dataclasses.replace(config.derived(cfg, spe * cfg.batch_size), n_train=1024)
     tests = [jnp.asarray(a) for a in eval_lib.batch_test_set(xte, yte, 1024)]

@@ -90,17 +90,17 @@ def run(args: argparse.Namespace, config) -> dict[str, Any]:
     hp = (parallel.replicate(exp.hp_values(), exp.mesh),) if getattr(exp, "hparams", None) else ()
     state, keys, ids = exp.init_run(config.seed)
     constants = exp.whiten(exp.x_whiten)
-    state, metrics = exp.epoch(state, constants, exp.x_train, exp.y_train, keys[0], ids[0], *hp)  # warm-up
+    state, metrics = exp.epochs(0, state, constants, exp.x_train, exp.y_train, keys[0], ids[0], *hp)  # warm-up
     jax.block_until_ready((state, metrics))
     e = min(1, len(keys) - 1)
     outdir = Path(args.outdir)
     with jax.profiler.trace(str(outdir)):
         t0 = time.perf_counter()
-        state, metrics = exp.epoch(state, constants, exp.x_train, exp.y_train, keys[e], ids[e], *hp)
+        state, metrics = exp.epochs(e, state, constants, exp.x_train, exp.y_train, keys[e], ids[e], *hp)
         jax.block_until_ready((state, metrics))
         wall = time.perf_counter() - t0
     events, trace_file = profile.read_trace(outdir)
-    summary = profile.summarize(events, wall, profile.hlo_ops(exp.epoch.as_text()), module="jit_epoch")
+    summary = profile.summarize(events, wall, profile.hlo_ops(exp.epochs.programs[exp.plan[e]].as_text()), module="jit_epoch")
     train_flops = flops.training_flops(exp.flops_per_image_forward, steps * batch)
     mm = mfu.matmul_flops_per_s(exp.policy.compute_dtype)["flops_per_s"]
     kind = jax.devices()[0].device_kind

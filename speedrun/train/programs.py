@@ -38,6 +38,11 @@ class EpochPrograms:
     def as_text(self) -> str:
         return self.first().as_text()
 
+    @property
+    def input_shardings(self):
+        """The first program's input shardings (every epoch program takes the same)."""
+        return self.first().input_shardings
+
 
 def compile_programs(plan: Sequence[plan_lib.EpochSpec], compile_one: Callable[[plan_lib.EpochSpec], Any]
                      ) -> tuple[EpochPrograms, float]:
