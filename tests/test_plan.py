@@ -24,7 +24,7 @@ def test_airbench94_plan_on_cifar10_shapes(record):
     cfg = record("airbench94")
     plan = plan_lib.epoch_plan(cfg, _derived(cfg, 50000))
     full, detached = EpochSpec((Segment(48),)), EpochSpec((Segment(48, whiten_bias=False),))
-    assert plan == [full] * 3 + [detached] * 6 + [EpochSpec((Segment(44, whiten_bias=False),))]
+    assert plan == [full] * 3 + [detached] * 6 + [EpochSpec((Segment(44, whiten_bias=False),), final_average=True)]
     assert len(plan_lib.distinct(plan)) == 3 and sum(s.steps for s in plan) == 476
 
 
@@ -66,7 +66,7 @@ def _epoch_jaxpr(exp, spec):
 
 def test_programs_have_no_conditional_and_the_detached_one_fewer_convolutions(tiny_exp):
     exp = tiny_exp
-    assert [s.name() for s in exp.plan] == ["4", "4/detached", "2/detached"]  # 256/64 steps, 0.5 of the last
+    assert [s.name() for s in exp.plan] == ["4", "4/detached", "2/detached"] and exp.plan[-1].final_average  # 256/64 steps, 0.5 of the last
     assert len(exp.epochs.programs) == 3  # each distinct epoch compiled once
     convs = {}
     for spec in plan_lib.distinct(exp.plan):

@@ -144,9 +144,9 @@ class ChunkCompiler:
             metrics_s.append(self._get(("metrics", seg), lambda: jax.eval_shape(f, *chunk_args)[1]))
 
         def finish(state, metrics):
-            return parts.finish(state, jax.tree.map(lambda *a: jnp.concatenate(a), *metrics))
+            return parts.finish(state, jax.tree.map(lambda *a: jnp.concatenate(a), *metrics), spec.final_average)
 
-        finish_c = self._get(("finish", tuple(s.steps for s in segs)), lambda: _compile(
+        finish_c = self._get(("finish", tuple(s.steps for s in segs), spec.final_average), lambda: _compile(
             self._smap(finish, (P(), P())), (state, metrics_s), (rep, rep), rep, donate=(0,)))
         tree_rep = lambda t: jax.tree.map(lambda _: rep, t)  # noqa: E731
         shardings = ((tree_rep(state), tree_rep(constants), rep, rep, rep, rep) + tuple(tree_rep(h) for h in hp), {})

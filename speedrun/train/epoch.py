@@ -84,7 +84,7 @@ def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Deri
                                  base_flip, epoch, seg, hp, unroll)
             metrics.append(m)
             a += seg.steps
-        return parts.finish(state, jax.tree.map(lambda *m: jnp.concatenate(m), *metrics))
+        return parts.finish(state, jax.tree.map(lambda *m: jnp.concatenate(m), *metrics), spec.final_average)
 
     rep = jax.sharding.PartitionSpec()
     in_specs = (rep, rep, rep, rep, rep, rep) + ((rep,) if hparams else ())
@@ -157,9 +157,13 @@ class EpochParts:
             metrics.append(m)
         return state, jax.tree.map(lambda *a: jnp.stack(a), *metrics)
 
-    def finish(self, state, metrics):
+    def finish(self, state, metrics, final_average: bool = False):
         """The epoch's end from the per-step ``metrics (S, ...)``: the summary
-        (:func:`speedrun.system.precision.summarize_steps`) and the health record: ``(state, out)``."""
+        (:func:`speedrun.system.precision.summarize_steps`) and the health record: ``(state, out)``;
+        ``final_average``: the net is set to the average (lookahead's end of training)."""
+        if final_average:
+            state = state.replace(params=jax.tree.map(jnp.copy, state.ema["params"]),
+                                  batch_stats=jax.tree.map(jnp.copy, state.ema["batch_stats"]))
         out = precision.summarize_steps(metrics)
         if state.health is not None:  # read by the host once per epoch (check_health)
             out["health"] = {**state.health, "step": state.step}

@@ -37,9 +37,12 @@ class Segment:
 
 @dataclasses.dataclass(frozen=True)
 class EpochSpec:
-    """One epoch's segments, in order (hashable: equal specs share one compiled program)."""
+    """One epoch's segments, in order (hashable: equal specs share one compiled program);
+    ``final_average``: the run's last epoch of a record with lookahead, whose end sets the net to
+    the average (airbench's ``update(net, decay=1.0)`` after the last step)."""
 
     segments: tuple[Segment, ...]
+    final_average: bool = False
 
     @property
     def steps(self) -> int:
@@ -97,13 +100,15 @@ def epoch_plan(config: ml_collections.ConfigDict, derived: Derived) -> list[Epoc
     S, T = derived.steps_per_epoch, derived.total_steps
     freeze = whiten_bias_steps(config, derived)
     sizes = image_sizes(config)
+    la = config.get("lookahead")
+    final_average = la is not None and la.enabled
     plan = []
     for e in range(config.epochs):
         start, stop = e * S, min((e + 1) * S, T)
         cuts = sorted({start, stop} | ({freeze} if freeze is not None and start < freeze < stop else set()))
         plan.append(EpochSpec(tuple(
             Segment(b - a, whiten_bias=freeze is None or a < freeze, image_size=sizes[e])
-            for a, b in zip(cuts[:-1], cuts[1:]))))
+            for a, b in zip(cuts[:-1], cuts[1:])), final_average and e == config.epochs - 1))
     return plan
 
 

@@ -98,7 +98,8 @@ def averaging(config: ml_collections.ConfigDict, total_steps: int | None = None)
       ``config.ema.debias`` is False, the net unchanged;
     - ``config.lookahead.enabled``: airbench's lookahead (:func:`speedrun.optim.lookahead.update`
       with ``count = step + 1``), which writes the average into the net on its update steps;
-    - neither (or no such config block): no average, ``avg`` stays ``None`` (nothing is carried).
+    - neither (or no such config block): no average: ``avg`` stays ``None`` (nothing is carried;
+      a state built with one gets the net).
 
     Raises:
       ValueError: both enabled (both write the evaluated model), or lookahead without ``total_steps``.
@@ -116,7 +117,7 @@ def averaging(config: ml_collections.ConfigDict, total_steps: int | None = None)
             raise ValueError("lookahead needs total_steps (speedrun.config.derived)")
         return lambda avg, net, step: lookahead_lib.update(avg, net, step + 1, total_steps, la.every,
                                                            la.decay_base, la.decay_pow)
-    return lambda avg, net, step: (None, net)
+    return lambda avg, net, step: (None if avg is None else net, net)  # a state built with an average mirrors the net
 
 
 def averages(config: ml_collections.ConfigDict) -> bool:
