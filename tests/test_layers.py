@@ -141,7 +141,7 @@ def test_no_record_train_step_scatters(name):
     constants = variables.get("constants", {})
     x = jax.ShapeDtypeStruct((cfg.batch_size, 32, 32, 3), jnp.float32)
     y = jax.ShapeDtypeStruct((cfg.batch_size,), jnp.int32)
-    step = step_lib.step_fn(model, tx, cfg, d.steps_per_epoch, d.total_steps)
+    step = step_lib.step_fn(model, tx, cfg, d.total_steps)
     prims = _primitives(step, state, constants, x, y, jax.random.key(1))
     assert "conv_general_dilated" in prims  # the model is in there
     assert not {"select_and_scatter_add", "select_and_gather_add", "reduce_window_max"} & prims

@@ -243,6 +243,17 @@ def test_the_selecting_program_has_no_conditional():
     assert "cond" not in prims and "top_k" in prims
 
 
+def test_proxy_model_config_replaces_the_main_nets_fields():
+    c = config_lib.load_record("airbench94")
+    c.model.convs_per_group, c.model.bn_momentum, c.model.width_mult = 3, 0.9, 0.25  # an airbench96-like net
+    c.select = ml_collections.ConfigDict({"keep": 0.5, "period": 4, "model": {
+        "widths": (32, 64, 64), "convs_per_group": 2, "whiten_bias_init": "zeros"}})  # airbench96_faster's proxy
+    p = select.proxy_model_config(c)
+    assert (p.widths, p.convs_per_group, p.whiten_bias_init) == ((32, 64, 64), 2, "zeros")
+    assert (p.bn_momentum, p.width_mult, p.logit_scale, p.name) == (0.9, 0.25, 1 / 9, "airbench")
+    assert c.model.convs_per_group == 3  # the main net's config is untouched
+
+
 def test_kept_count_and_bad_fractions():
     assert select.kept_count(1024, 0.5) == 512 and select.kept_count(256, 1.0) == 256
     for bad in (0.0, 1.5, 1e-4):
