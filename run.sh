@@ -7,9 +7,11 @@
 #   ./run.sh eval DIR [--tta_level N]                                   test accuracy of a checkpoint
 #   ./run.sh sweep records/NAME.py --space SPACE [--sampler grid|genetic|tpe] [--trials N]   Optuna study
 #   ./run.sh profile records/NAME.py [--steps N]                        device time by kernel category
+#   ./run.sh list                                                       the records: source, its figure, ours
 #   ./run.sh COMMAND --help                                             a command's flags
 # A failure prints one line, speedrun: error: <what> — <fix>; --debug (or SPEEDRUN_DEBUG=1) adds the traceback.
-# Creates (or reuses) a virtual environment in .venv with the package and its test and report extras.
+# Creates (or reuses) a virtual environment in .venv with the package and its test and report extras
+# (pip's output goes to .venv/install.log; one line says where and how long).
 # SPEEDRUN_PYTHON_BIN=python3.12 makes the venv with that interpreter (default python3).
 # SPEEDRUN_PYTHON=/path/to/python uses that interpreter as it is instead (e.g. a GPU image that
 # already has jax with CUDA): nothing is installed, the checkout is put on PYTHONPATH.
@@ -17,12 +19,12 @@ set -euo pipefail
 export SPEEDRUN_PROG="${SPEEDRUN_PROG:-$0}"  # how the user called this script: the CLI's hints name it
 cd "$(dirname "$0")"
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 if [[ $# -lt 1 ]]; then usage; exit 2; fi
 case "$1" in -h|--help|help) usage; exit 0 ;; esac
 for a in "$@"; do  # a command's --help needs nothing installed (the CLI's parser is stdlib only)
   if [[ "$a" == "-h" || "$a" == "--help" ]] && [[ "$1" != "test" ]]; then
-    case "$1" in train|bench|report|eval|sweep|profile) ;; *) set -- train "$@" ;; esac
+    case "$1" in train|bench|report|eval|sweep|profile|list) ;; *) set -- train "$@" ;; esac
     PYTHONPATH="$PWD" exec "${SPEEDRUN_PYTHON:-python3}" -m speedrun.cli "$@"
   fi
 done
@@ -32,19 +34,21 @@ if [[ -n "${SPEEDRUN_PYTHON:-}" ]]; then
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
   VENV="${SPEEDRUN_VENV:-.venv}"
-  if [[ ! -x "$VENV/bin/python" ]]; then
-    BASE_PY="${SPEEDRUN_PYTHON_BIN:-python3}"
-    echo "[run.sh] creating $VENV with $("$BASE_PY" --version)" >&2
-    "$BASE_PY" -m venv "$VENV"
-  fi
   PY="$VENV/bin/python"
   stamp="$VENV/.speedrun-installed"
   want="$(sha256sum pyproject.toml | cut -c1-16)"
   if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-    echo "[run.sh] installing speedrun and its dependencies into $VENV" >&2
-    "$PY" -m pip install --quiet --upgrade pip >&2
-    "$PY" -m pip install --quiet -e ".[test,report]" >&2
+    # pip's and setuptools' output (warnings included) goes to the log; one line says where and how long
+    t0=$SECONDS
+    if [[ ! -x "$PY" ]]; then "${SPEEDRUN_PYTHON_BIN:-python3}" -m venv "$VENV"; fi
+    log="$VENV/install.log"
+    if ! { "$PY" -m pip install --upgrade pip && "$PY" -m pip install -e ".[test,report]"; } >"$log" 2>&1; then
+      echo "[run.sh] installing speedrun into $VENV failed — the end of $log:" >&2
+      tail -n 25 "$log" >&2
+      exit 1
+    fi
     echo "$want" > "$stamp"
+    echo "[run.sh] speedrun and its dependencies installed in $VENV ($("$PY" --version)) in $((SECONDS - t0)) s; pip's log: $log" >&2
   fi
 fi
 
@@ -54,7 +58,7 @@ case "$1" in
     unset SPEEDRUN_PROG  # the suite runs the CLI itself: its hints must not name ./run.sh
     exec "$PY" -m pytest "$@"
     ;;
-  train|bench|report|eval|sweep|profile)
+  train|bench|report|eval|sweep|profile|list)
     exec "$PY" -m speedrun.cli "$@"
     ;;
   *)

@@ -3,7 +3,9 @@
 Subpackages and modules, one job each (README, "Layout"; start reading at ``train.step``):
 
 - ``config``: load a record, override and validate it, derive the step counts once, shrink it.
-- ``cli``: the command line (``train | bench | report``); sets the XLA flags before JAX starts.
+- ``cli``: the command line (``train | bench | report | eval | sweep | profile | list``; flags in
+  ``cli_parser``, the training commands in ``train_commands``, ``list_command``); sets the XLA flags
+  before JAX starts. ``record_files``: where the records are (checkout or install).
 - ``data``: ``cifar10`` loading (official archive, md5-checked download, bundled sample, TFDS);
   ``augment`` (normalisation, crop, flip, cutout on the device).
 - ``models``: ``resnet9``, ``airbench``, ``resnet20``; ``layers`` (ghost batch norm, GELU,

@@ -19,26 +19,12 @@ from typing import Any, Iterable, Mapping
 
 import ml_collections
 
-#: Folder of the pinned records of a checkout (``load_record("airbench94")`` looks here).
-RECORDS_DIR = Path(__file__).resolve().parents[1] / "records"
+from speedrun.errors import ConfigError  # noqa: F401 (re-exported: speedrun.config.ConfigError)
+from speedrun.record_files import record_path  # noqa: F401 (re-exported: the record lookup)
+from speedrun.record_files import records_dir
 
-
-from speedrun.errors import ConfigError  # noqa: E402,F401 (re-exported: speedrun.config.ConfigError)
-
-
-def record_path(name_or_path: str | Path) -> Path:
-    """The record file for ``"airbench94"``, ``"records/airbench94.py"`` or any path to a ``.py``.
-
-    Raises:
-      ConfigError: no such file (the message lists the known records).
-    """
-    p = Path(name_or_path)
-    if p.suffix != ".py" and not p.exists():
-        p = RECORDS_DIR / f"{p.name}.py"
-    if not p.is_file():
-        known = " ".join(sorted(f.stem for f in RECORDS_DIR.glob("*.py")))
-        raise ConfigError(f"no record file {str(name_or_path)!r} — known records: {known}")
-    return p
+#: Folder of the pinned records, from a checkout or an install (:mod:`speedrun.record_files`).
+RECORDS_DIR = records_dir()
 
 
 #: Run options every record accepts without defining them: ``key: (type, default)``, added by
@@ -54,7 +40,8 @@ def load_record(name_or_path: str | Path, overrides: Mapping[str, Any] | Iterabl
     (:func:`override`).
 
     Args:
-      name_or_path: a record name (``"94pct_26s"``) or the path of a record file.
+      name_or_path: a record name (``"94pct_26s"``, found by :func:`speedrun.record_files.record_path`
+        in a checkout or an install) or the path of your own record file.
       overrides: ``{"model.width_mult": 0.25}`` (typed values) or ``["epochs=3", ...]`` (command-line
         text, parsed by the field's type).
 

@@ -35,7 +35,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     Static checks (no JAX needed up to the names): ``epochs``, ``batch_size`` and
     ``eval_batch_size`` positive integers; ``last_epoch_fraction`` in (0, 1]; ``model.width_mult``
     and every ``model.widths`` entry positive; ``model.ghost_batch_size`` (when set) positive and
-    dividing ``batch_size``; ``whitening.num_images`` >= 0; ``tta_level`` one of 0, 1, 2;
+    dividing ``batch_size``; ``whitening.num_images`` >= 0, and >= 1 for a net with a whitening
+    layer (``model.whiten_patch_size`` set, ``model.whiten`` not false); ``augment.crop_padding``
+    in [0, 32) and ``augment.cutout_size`` in [0, 32] (:func:`_check_augment`); ``tta_level`` one of 0, 1, 2;
     ``label_smoothing``, ``optimizer.momentum``, ``warmup_fraction``, ``decay_factor`` and
     ``warmup_epochs`` in their ranges (:data:`_RANGES`); ``optimizer.lr_knots`` and
     ``optimizer.lr_values`` of equal length >= 2 with strictly increasing knots;
@@ -90,9 +92,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
                 f"{ghost} (ghost batch norm normalises groups of {ghost} examples) — pass "
                 f"--config.batch_size={lo or ghost} (a multiple of {ghost}) or "
                 f"--config.model.ghost_batch_size={math.gcd(ghost, config.batch_size)}")
-    if "whitening" in config and config.whitening.get("num_images", 0) < 0:
-        raise _fail("whitening.num_images", config.whitening.num_images,
-                    "it must be >= 0 (0: no whitening images) — pass --config.whitening.num_images=5000")
+    if "whitening" in config:
+        n, k = config.whitening.get("num_images", 0), model.get("whiten_patch_size")
+        if n < 0:
+            raise _fail("whitening.num_images", n, "it must be >= 0 (0: no whitening images) — pass "
+                        "--config.whitening.num_images=5000")
+        if n < 1 and k and model.get("whiten", True):  # a net with a whitening layer needs its filters
+            raise _fail("whitening.num_images", n, f"this net's first layer is a frozen {k}x{k} whitening conv "
+                        "whose filters come from the patches of that many training images — pass at least 1, "
+                        "e.g. --config.whitening.num_images=5000")
+    _check_augment(config.get("augment", ml_collections.ConfigDict()))
     if config.get("tta_level", 1) not in (0, 1, 2):
         raise _fail("tta_level", config.tta_level, "it must be 0 (none), 1 (mirror) or 2 (mirror + translate) "
                     "— pass --config.tta_level=2")
@@ -138,6 +147,25 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     if num_devices is not None:  # the rule of speedrun.system.parallel.per_device_batch, with a pasteable fix
         _divides("batch_size", config.batch_size, num_devices, ghost)
         _divides("eval_batch_size", config.eval_batch_size, num_devices, None)
+
+
+#: Side of the images, pixels: CIFAR-10's 32 (every model here takes ``(N, 32, 32, 3)``).
+IMAGE_SIZE = 32
+
+
+def _check_augment(aug: ml_collections.ConfigDict) -> None:
+    """``crop_padding`` an integer in ``[0, IMAGE_SIZE)``: the random crop shifts an image by up to
+    that many pixels each way (:func:`speedrun.data.augment.random_crop`); at the image side or more,
+    a crop can be all padding. ``cutout_size`` an integer in ``[0, IMAGE_SIZE]``."""
+    for key, hi, example in (("crop_padding", IMAGE_SIZE - 1, 2), ("cutout_size", IMAGE_SIZE, 8)):
+        v = aug.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+            what = ("the random crop shifts each image by up to this many pixels; from the image side on, a crop "
+                    "can be all padding" if key == "crop_padding" else "the cutout square's side, in pixels")
+            raise _fail(f"augment.{key}", v, f"it must be an integer from 0 to {hi} on {IMAGE_SIZE}-pixel images "
+                        f"({what}) — pass e.g. --config.augment.{key}={example}")
 
 
 def _known(key: str, value: Any, registry: Mapping[str, Any]) -> None:

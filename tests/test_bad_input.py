@@ -381,3 +381,43 @@ def test_run_sh_help_installs_nothing(argv, tmp_path):
     assert ("usage:" in proc.stdout) or ("./run.sh COMMAND --help" in proc.stdout)
     assert "installing" not in proc.stderr and "creating" not in proc.stderr
     assert not venv.exists() and not (tmp_path / ".venv").exists()
+
+
+# ------------------------------------------------------------------ whitening images, crop and cutout sizes
+#
+# airbench94 whitens (a frozen 2x2 conv from the patches of whitening.num_images images): 0 images
+# used to end in a JAX traceback; a crop padding of 40 on 32-px images used to train without a word.
+# The references: the record's own fields (whiten_patch_size 2, 32x32 CIFAR-10 images).
+
+A = ("train", AIRBENCH, "--workdir={tmp}/logs")
+SIZE_CASES = [
+    ("whitening-images-zero", (*A, "--config.whitening.num_images=0"), ["'whitening.num_images'", "2x2 whitening",
+                                                                         "--config.whitening.num_images=5000"]),
+    ("whitening-images-zero-page", (*T, "--config.whitening.num_images=0"), ["'whitening.num_images'", "3x3"]),
+    ("crop-padding-beyond-the-image", (*A, "--config.augment.crop_padding=40"),
+     ["'augment.crop_padding'", "is 40", "0 to 31", "32-pixel"]),
+    ("crop-padding-negative", (*A, "--config.augment.crop_padding=-1"), ["'augment.crop_padding'", "is -1"]),
+    ("cutout-larger-than-the-image", (*T, "--config.augment.cutout_size=33"), ["'augment.cutout_size'", "0 to 32"]),
+]
+
+
+@pytest.mark.parametrize("case", SIZE_CASES, ids=[c[0] for c in SIZE_CASES])
+def test_sizes_fail_in_one_line_and_the_hint_gets_past(case, tmp_path):
+    _, argv, names = case
+    before = _caches(tmp_path)
+    proc = run_cli([a.format(tmp=tmp_path) for a in argv])
+    assert_one_line_error(proc, 2, names)
+    assert_nothing_claims_success(tmp_path, proc, before)
+    hint = HINT.findall(proc.stderr.split(" — ", 1)[1])[-1]
+    pasted = run_cli(_paste([a.format(tmp=tmp_path) for a in (*argv, MISSING)], hint))
+    assert_one_line_error(pasted, 1, ["no-data"])  # past the check: the next failure is the missing data
+
+
+@pytest.mark.parametrize("argv", [
+    ("train", "resnet20_he2015", "--workdir={tmp}/logs"),  # no whitening layer: 0 images is its own setting
+    (*T, "--config.model.whiten=false", "--config.whitening.num_images=0"),  # Page's baseline prep conv
+    (*A, "--config.augment.crop_padding=31", "--config.augment.cutout_size=32"),  # the largest accepted
+], ids=["resnet20", "page-without-whitening", "largest-sizes"])
+def test_sizes_that_are_allowed_pass_the_checks(argv, tmp_path):
+    proc = run_cli([a.format(tmp=tmp_path) for a in (*argv, MISSING)])
+    assert_one_line_error(proc, 1, ["no-data"])
