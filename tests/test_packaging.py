@@ -1,7 +1,7 @@
 """The package as it is installed: pyproject's package list against the folders, the records found
 by name from any folder (speedrun.record_files), ``speedrun list`` against records/expected.json
-read here, run.sh's quiet install, and (slow) the wheel built, installed in a fresh venv and run
-from a temporary folder (.ci/wheel_check.sh)."""
+read here, run.sh's quiet install, the notebooks' Colab cell (pip from git, no clone), and (slow)
+the wheel built, installed in a fresh venv and run from a temporary folder (.ci/wheel_check.sh)."""
 
 import json
 import os
@@ -99,6 +99,14 @@ def test_run_sh_install_failure_shows_the_log_tail_and_exits_nonzero(tmp_path):
     log = (venv / "install.log").read_text().splitlines()
     assert tail and tail == log[-len(tail):]  # the log's own last lines
     assert not (venv / ".speedrun-installed").exists()  # the next call tries again
+
+
+@pytest.mark.parametrize("name", ["quickstart", "bag_of_tricks", "library_api"])
+def test_the_colab_cell_installs_the_package_not_a_clone(name):
+    jupytext = pytest.importorskip("jupytext")
+    cell = next(c.source for c in jupytext.read(ROOT / "notebooks" / f"{name}.py").cells if "REPO_URL = " in c.source)
+    assert 'f"speedrun[report] @ git+{REPO_URL}"' in cell and '"pip", "install"' in cell
+    assert "clone" not in cell.split("\n", 2)[-1] and "sys.path" not in cell.split("\n", 2)[-1]
 
 
 @pytest.mark.slow
