@@ -104,7 +104,7 @@ def test_env_configure_adds_flags_once():
     environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
     flags = env.configure(4, environ)
     assert flags == ("--xla_dump_to=/tmp/x --xla_cpu_enable_concurrency_optimized_scheduler=false "
-                     "--xla_force_host_platform_device_count=4")
+                     "--xla_cpu_experimental_ynn_fusion_type= --xla_force_host_platform_device_count=4")
     assert env.configure(4, environ) == flags  # idempotent
     with pytest.raises(ValueError, match="cpu_devices"):
         env.configure(0, {})
