@@ -1,8 +1,8 @@
 """The study's storage: an Optuna RDB storage at a URL (SQLite file or database server), heartbeats.
 
 ``sqlite:///FILE`` (the default, one machine) or a server every worker reaches —
-``postgresql://USER:PASSWORD@HOST[:PORT]/DB`` (driver psycopg2: ``pip install 'speedrun[postgres]'``;
-``postgresql+psycopg://`` for psycopg 3) or ``mysql+pymysql://...``. Every running trial records a
+``postgresql://USER:PASSWORD@HOST[:PORT]/DB`` (driver psycopg 3, SQLAlchemy 2.1's default:
+``pip install 'speedrun[postgres]'``; ``postgresql+psycopg2://`` for psycopg2) or ``mysql+pymysql://...``. Every running trial records a
 heartbeat every ``grace_period / 6`` seconds (``RDBStorage(heartbeat_interval=, grace_period=)``);
 a trial without one for ``grace_period`` seconds is failed by ``optuna.storages.fail_stale_trials``
 and queued again by Optuna's ``RetryHeartbeatStaleTrialCallback`` (``RetryFailedTrialCallback``
@@ -28,6 +28,8 @@ GRACE_S = 180
 #: Heartbeats per grace period: a trial is failed after this many beats in a row are missing.
 BEATS_PER_GRACE = 6
 DOCS = "docs/sweeps.md"
+#: The pip package of each database driver SQLAlchemy imports.
+PIP = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql", "MySQLdb": "mysqlclient"}
 
 
 def heartbeat_interval(grace_period: int) -> int:
@@ -63,9 +65,10 @@ def _fix(url: str, err: BaseException) -> str:
         return (f"--storage {shown!r} is not a storage URL SQLAlchemy knows ({' '.join(str(err).split())}) — "
                 "pass e.g. --storage=sqlite:///sweep.db or --storage=postgresql://USER:PASSWORD@HOST/DB")
     if isinstance(err, ImportError):
-        return (f"--storage {shown!r} needs the database driver {err.name or str(err)!r}, which is not installed — "
-                "pip install psycopg2-binary (or, in the speedrun checkout: pip install -e '.[postgres]'); "
-                "MySQL: pip install pymysql")
+        name = err.name or str(err)
+        pip = PIP.get(name.split(".")[0], name)
+        return (f"--storage {shown!r} needs the database driver {name!r}, which is not installed — pip install "
+                f"{pip} (or, in the speedrun checkout: pip install -e '.[postgres]' for PostgreSQL)")
     text = " ".join(str(getattr(err, "orig", None) or err).split())
     if url.startswith("sqlite"):
         return (f"--storage {shown!r} does not open ({type(err).__name__}: {text}) — pass e.g. "
@@ -74,7 +77,7 @@ def _fix(url: str, err: BaseException) -> str:
     database = sqlalchemy.engine.make_url(url).database or "DB"
     if "password authentication failed" in text or "password" in text and "supplied" in text:
         fix = (f"put the password of {user!r} in the URL (postgresql://{user}:PASSWORD@HOST/{database}), or set it "
-               f"on the server: ALTER ROLE {user} PASSWORD '...'")
+               f"on the server (ALTER ROLE {user} PASSWORD '...'; a new user: createuser --pwprompt {user})")
     elif "database" in text and "does not exist" in text:
         fix = f"create it on the server: createdb --owner {user} {database} ({DOCS})"
     elif "role" in text and "does not exist" in text:
@@ -107,7 +110,7 @@ def open_storage(url: str, grace_period: int = GRACE_S) -> optuna.storages.RDBSt
         except Exception as err:
             # another worker creating the tables (or, on SQLite, holding the lock) at the same moment
             racing = isinstance(err, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or (
-                sqlite and isinstance(err, sqlalchemy.exc.OperationalError))
+                sqlite and isinstance(err, sqlalchemy.exc.OperationalError) and "locked" in str(err))
             if racing and attempt < 4:
                 time.sleep(0.5 * (attempt + 1))
                 continue
