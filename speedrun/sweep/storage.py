@@ -65,7 +65,10 @@ def _fix(url: str, err: BaseException) -> str:
         return (f"--storage {shown!r} is not a storage URL SQLAlchemy knows ({' '.join(str(err).split())}) — "
                 "pass e.g. --storage=sqlite:///sweep.db or --storage=postgresql://USER:PASSWORD@HOST/DB")
     if isinstance(err, ImportError):
-        name = err.name or str(err)
+        cause = err  # Optuna re-raises the driver's ImportError as its own, without a name
+        while cause.name is None and isinstance(cause.__cause__ or cause.__context__, ImportError):
+            cause = cause.__cause__ or cause.__context__
+        name = cause.name or str(err)
         pip = PIP.get(name.split(".")[0], name)
         return (f"--storage {shown!r} needs the database driver {name!r}, which is not installed — pip install "
                 f"{pip} (or, in the speedrun checkout: pip install -e '.[postgres]' for PostgreSQL)")
