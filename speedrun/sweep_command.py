@@ -36,8 +36,11 @@ def add_parser(sub, common: argparse.ArgumentParser, record_args: Callable[[argp
     p.add_argument("--workdir", default="logs/sweeps", help="folder of the SQLite study and the report "
                    "(default logs/sweeps)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///WORKDIR/STUDY.db); "
-                   "postgresql://USER:PASS@HOST/DB shares the study between machines")
+                   "postgresql://USER:PASS@HOST/DB shares the study between machines (pip install "
+                   "'speedrun[postgres]'; docs/sweeps.md)")
     p.add_argument("--study", help="study name (default RECORD-SPACE-SAMPLER, -smoke with --smoke)")
+    p.add_argument("--grace_period", type=int, default=180, help="seconds without a heartbeat after which another "
+                   "worker fails a running trial and queues it again (default 180; a heartbeat every sixth of it)")
     p.add_argument("--report", action="store_true", help="then write WORKDIR/STUDY/report.md and PNG plots")
     return p
 
@@ -45,7 +48,8 @@ def add_parser(sub, common: argparse.ArgumentParser, record_args: Callable[[argp
 def _check_counts(args) -> None:
     from speedrun.errors import ConfigError
 
-    for flag, low, example in (("seeds", 1, 3), ("vmap", 1, 4), ("population", 2, 20), ("trials", 0, 12)):
+    for flag, low, example in (("seeds", 1, 3), ("vmap", 1, 4), ("population", 2, 20), ("trials", 0, 12),
+                                  ("grace_period", 6, 180)):
         value = getattr(args, flag)
         if value is not None and value < low:
             raise ConfigError(f"--{flag} {value} must be at least {low} — e.g. --{flag}={example}")
@@ -67,6 +71,7 @@ def run(args: argparse.Namespace, config) -> int:
     from speedrun.sweep import loop, report
     from speedrun.sweep import study as study_lib
     from speedrun.sweep.space import load_space
+    from speedrun.sweep.storage import masked
 
     space = load_space(args.space, config)
     base = copy.deepcopy(config)
@@ -90,11 +95,13 @@ def run(args: argparse.Namespace, config) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = study_lib.open_study(url, name, args.sampler, space, settings, args.sampler_seed, args.population)
+    study = study_lib.open_study(url, name, args.sampler, space, settings, args.sampler_seed, args.population,
+                                 grace_period=args.grace_period)
+    shown = masked(url)
     n = args.trials if args.trials is not None else study_lib.default_trials(args.sampler, space, args.population)
     done = loop.taken(study, args.sampler == "grid")
     print(f"# sweep {name}: {args.sampler} sampler over {', '.join(space.dims)}; {n} trials ({done} done), "
-          f"{len(seeds)} seeds each; storage {url} (optuna-dashboard {url})")
+          f"{len(seeds)} seeds each; storage {shown} (optuna-dashboard {shown})")
 
     def make_runner():
         from speedrun.sweep.runner import TrialRunner
@@ -104,7 +111,7 @@ def run(args: argparse.Namespace, config) -> int:
         return runner
 
     summary = loop.run_trials(study, space, make_runner, n, seeds, vmap=args.vmap)
-    result = {**report.summary(study), **summary, "storage": url}
+    result = {**report.summary(study), **summary, "storage": shown}
     if args.report:
         try:
             result["report"] = report.write_report(study, workdir / name)

@@ -123,3 +123,23 @@ def float32_matmuls():
 # inherit this environment): off, so no test writes into that folder; tests/test_cache.py sets a
 # temporary folder of its own.
 os.environ["SPEEDRUN_CACHE_DIR"] = "off"
+
+
+# ------------------------------------------------------------------ a PostgreSQL server
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server started for the session from the machine's packages (tests/pgserver.py):
+    ``.url`` is ``postgresql://USER:PASSWORD@127.0.0.1:PORT/DB``. Where none can start (or the driver
+    is missing) the test skips with the reason — fails instead when ``CI=true``: CI must run it."""
+    import pgserver
+
+    try:
+        if importlib.util.find_spec("psycopg") is None:
+            raise pgserver.Unavailable("the driver psycopg is not installed — pip install -e '.[postgres]'")
+        server = pgserver.start()
+    except pgserver.Unavailable as err:
+        (pytest.fail if os.environ.get("CI", "").lower() == "true" else pytest.skip)(f"no PostgreSQL server: {err}")
+    yield server
+    server.stop()

@@ -421,3 +421,45 @@ def test_sizes_fail_in_one_line_and_the_hint_gets_past(case, tmp_path):
 def test_sizes_that_are_allowed_pass_the_checks(argv, tmp_path):
     proc = run_cli([a.format(tmp=tmp_path) for a in (*argv, MISSING)])
     assert_one_line_error(proc, 1, ["no-data"])
+
+
+# ------------------------------------------------------------------ bad storage URLs of a sweep
+#
+# Against a real PostgreSQL server (the ``postgres`` fixture, tests/pgserver.py: skips without one,
+# fails when CI=true): the URL is named with its password masked, never the password itself.
+
+SWEEP = ("sweep", "airbench94", "--space", "sweeps/airbench94_lr.py", "--workdir={tmp}/wd", "--storage")
+
+
+def _no_driver(tmp):
+    """A folder that shadows the PostgreSQL drivers with packages that fail to import (as missing)."""
+    for name in ("psycopg", "psycopg2"):
+        (tmp / "nodriver" / name).mkdir(parents=True)
+        (tmp / "nodriver" / name / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{name}'\", name='{name}')\n")
+    return {"PYTHONPATH": str(tmp / "nodriver")}
+
+
+STORAGE_CASES = [  # (id, the URL from the server's, what stderr must name besides the masked URL, env)
+    ("storage-bad-host", lambda u: u.replace("127.0.0.1", "no-such-host.invalid"), ["host and port"], None),
+    ("storage-bad-password", lambda u: u.replace(":sweep-pw-7f3a@", ":wrong-pw@"),
+     ['password authentication failed for user "sweeper"', "ALTER ROLE sweeper"], None),
+    ("storage-missing-database", lambda u: u.rsplit("/", 1)[0] + "/no_such_db",
+     ['database "no_such_db" does not exist', "createdb --owner sweeper no_such_db"], None),
+    ("storage-no-driver", lambda u: u, ["'psycopg'", "pip install 'psycopg[binary]'"], _no_driver),
+]
+
+
+@pytest.mark.parametrize("case", STORAGE_CASES, ids=[c[0] for c in STORAGE_CASES])
+def test_bad_storage_url_fails_in_one_line(case, postgres, tmp_path):
+    import pgserver
+    from speedrun.sweep.storage import masked
+
+    _, bad, names, setup = case
+    url = bad(postgres.url)
+    assert pgserver.PASSWORD in postgres.url and masked(url) != url and "***" in masked(url)
+    proc = run_cli([a.format(tmp=tmp_path) for a in SWEEP] + [url], env=setup(tmp_path) if setup else None)
+    assert_one_line_error(proc, 2, [f"--storage {masked(url)!r}", *names])
+    secret = url.split("://")[1].split("@")[0].split(":")[1]
+    assert secret not in proc.stderr + proc.stdout, proc.stderr  # the password is never printed
+    assert_nothing_claims_success(tmp_path, proc, {})

@@ -9,6 +9,7 @@ Built on Optuna's ask-and-tell interface (``study.ask(fixed_distributions)``, ``
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,7 +59,9 @@ def _describe(trial: optuna.Trial) -> str:
 
 def run_trials(study: optuna.Study, space: Space, runner: Any, n_trials: int, seeds: Sequence[int],
                vmap: int = 1, log: Callable[[str], None] = print) -> dict[str, int]:
-    """Run the study until ``n_trials`` trials are counted (:func:`taken`; this worker's and others').
+    """Run the study until ``n_trials`` trials are counted (:func:`taken`; this worker's and others')
+    and none is running on another worker: a trial whose worker is lost is queued again and may run
+    here (:func:`speedrun.sweep.study.recover`).
 
     Args:
       study: from :func:`speedrun.sweep.study.open_study`.
@@ -97,13 +100,22 @@ def run_trials(study: optuna.Study, space: Space, runner: Any, n_trials: int, se
 
 
 def _loop(study, space, runner, n_trials, seeds, vmap, log, grid, summary) -> None:
-    """:func:`run_trials`' loop: recover stale trials, ask up to ``vmap`` trials, train, tell."""
-    dists = space.distributions()
+    """:func:`run_trials`' loop: recover stale trials, ask up to ``vmap`` trials, train, tell; when the
+    budget is taken, wait for the trials running on other workers (one that is lost is queued again
+    and run here)."""
+    dists, waiting = space.distributions(), None
     while True:
         summary["requeued"] += len(study_lib.recover(study))  # workers that died meanwhile, too
         left = n_trials - taken(study, grid)
         if left <= 0:
-            break
+            running = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if not running:
+                break
+            if running != waiting:
+                log(f"# waiting for trial(s) {', '.join(map(str, running))} running on other workers")
+                waiting = running
+            time.sleep(min(study_lib.heartbeat_s(study), 2.0))
+            continue
         batch = []
         while len(batch) < min(vmap, left):
             trial = study.ask(dists)
@@ -116,16 +128,26 @@ def _loop(study, space, runner, n_trials, seeds, vmap, log, grid, summary) -> No
                 break
             batch.append(trial)
         if batch:
-            runner = runner if hasattr(runner, "run_many") else runner()
-            summary["failed"] += _run_batch(study, batch, runner, seeds, vmap, log)
+            with study_lib.Heartbeats(study, [t._trial_id for t in batch]):  # also while the runner is made
+                runner = runner if hasattr(runner, "run_many") else _make(study, batch, runner)
+                summary["failed"] += _run_batch(study, batch, runner, seeds, vmap, log)
             summary["ran"] += len(batch)
+
+
+def _make(study: optuna.Study, batch: list, make: Callable[[], Any]) -> Any:
+    """``make()``; when it raises (bad data, a key the runner refuses), ``batch`` is queued again."""
+    try:
+        return make()
+    except BaseException as err:
+        for t in batch:
+            study_lib.requeue(study, study._storage.get_trial(t._trial_id), f"runner not made: {type(err).__name__}")
+        raise
 
 
 def _run_batch(study: optuna.Study, batch: list, runner, seeds: Sequence[int], vmap: int, log) -> int:
     """Train and tell ``batch``; return how many failed."""
     try:
-        with study_lib.Heartbeats(study, [t._trial_id for t in batch]):
-            outs = _train(runner, [dict(t.params) for t in batch], seeds, vmap)
+        outs = _train(runner, [dict(t.params) for t in batch], seeds, vmap)
     except BaseException as err:
         for t in batch:
             if isinstance(err, KeyboardInterrupt):

@@ -32,8 +32,8 @@ def _ci(t: optuna.trial.FrozenTrial) -> str:
 
 
 def summary(study: optuna.Study) -> dict[str, Any]:
-    """JSON-friendly counts and best trial of ``study``: ``{"study", "complete", "failed",
-    "interrupted", "duplicates", "best": {"number", "params", "tta_acc_mean", "tta_acc_ci_low",
+    """JSON-friendly counts and best trial of ``study``: ``{"study", "complete", "failed" (an error of
+    their own), "interrupted" (failed without one: the worker was lost; re-queued), "duplicates", "best": {"number", "params", "tta_acc_mean", "tta_acc_ci_low",
     "tta_acc_ci_high", "train_time_median_s"} or None, "pareto": [trial numbers] (two objectives)}``."""
     trials = study.get_trials(deepcopy=False)
     done = sorted(_complete(study), key=lambda t: -t.user_attrs["tta_acc_mean"])
@@ -42,7 +42,7 @@ def summary(study: optuna.Study) -> dict[str, Any]:
             if done else None)
     out = {"study": study.study_name, "complete": len(done),
            "failed": sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials),
-           "interrupted": sum("interrupted" in t.user_attrs for t in trials),
+           "interrupted": sum(t.state == TrialState.FAIL and "error" not in t.user_attrs for t in trials),
            "duplicates": sum("duplicate_of" in t.user_attrs for t in trials), "best": best}
     if len(study.directions) == 2:
         out["pareto"] = sorted(t.number for t in study.best_trials)

@@ -8,38 +8,38 @@ genetic algorithm — two objectives, mean tta accuracy (maximised) and median t
 (:meth:`speedrun.sweep.runner.TrialRunner.run_many`) and stores what it measured as user attrs
 (:func:`summarize`); the objective is the mean over the seeds.
 
-The study lives in an Optuna RDB storage (SQLite in the workdir by default; PostgreSQL or MySQL
-for many machines). Workers claim trials through the storage, so the same command run again, or
-on another machine, continues the study (:func:`run_trials`): a RUNNING trial of a worker that is
-gone (a dead process on this host, or no heartbeat for :data:`GRACE_S` seconds from any host) is
-marked FAIL (``interrupted``) and its values are queued again; a grid point that two workers
-picked at once is run by the lower-numbered trial only (the other is told PRUNED, ``duplicate_of``).
+The study lives in an Optuna RDB storage (:mod:`speedrun.sweep.storage`: SQLite in the workdir by
+default; PostgreSQL or MySQL for many machines). Workers claim trials through the storage, so the
+same command run again, or on another machine, continues the study
+(:func:`speedrun.sweep.loop.run_trials`): a RUNNING trial of a worker that is gone is marked FAIL and
+its values are queued again — on SQLite at once when its worker is a dead process on this host
+(user attr ``interrupted``), on any storage when it has had no heartbeat for the grace period
+(Optuna's heartbeat check and retry callback; on a database server that is the only sign, since
+workers in containers can share a host name but not a process table). A grid point that two
+workers picked at once is run by the lower-numbered trial only (the other is told PRUNED,
+``duplicate_of``).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import socket
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import optuna
-import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from speedrun.errors import ConfigError
 from speedrun.measure import stats
+from speedrun.sweep import storage as storage_lib
 from speedrun.sweep.space import Space, grid_space
 
 SAMPLERS = ("grid", "genetic", "tpe")
-#: Seconds between a running trial's heartbeats, and without one before another worker fails it.
-HEARTBEAT_S, GRACE_S = 30, 180
 #: User attrs of trials that do not count towards ``--trials``.
 NOT_COUNTED = ("interrupted", "duplicate_of")
 
@@ -78,41 +78,17 @@ def default_trials(sampler: str, space: Space, population: int = 20) -> int:
     return 10 * population if sampler == "genetic" else 30
 
 
-def storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage at ``url`` (``sqlite:///FILE``, ``postgresql://...``) with heartbeats
-    (:data:`HEARTBEAT_S`, :data:`GRACE_S`); stale trials are queued again (:func:`requeue`).
-
-    Raises:
-      ConfigError: a URL that SQLAlchemy cannot open (a driver that is not installed, a bad path)."""
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    params = inspect.signature(optuna.storages.RDBStorage).parameters  # Optuna 4 calls it failed_trial_callback
-    callback = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                                  grace_period=GRACE_S, **{callback: lambda s, t: requeue(s, t, None)})
-        except Exception as err:
-            racing = isinstance(err, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError))
-            if racing and attempt < 4:  # another worker creating the tables at the same moment
-                time.sleep(0.5 * (attempt + 1))
-                continue
-            raise ConfigError(f"--storage {url!r} does not open: {type(err).__name__}: {err} — pass e.g. "
-                              "--storage=sqlite:///sweep.db, or install the database driver (psycopg2 for "
-                              "postgresql://)") from err
-    raise AssertionError("unreachable")
-
-
 def open_study(url: str, name: str, sampler: str, space: Space, settings: dict[str, Any], seed: int = 0,
-               population: int = 20) -> optuna.Study:
-    """Create or load the study ``name`` at ``url``. ``settings`` (JSON-friendly: record, overrides,
+               population: int = 20, grace_period: int = storage_lib.GRACE_S) -> optuna.Study:
+    """Create or load the study ``name`` at ``url`` (heartbeats with ``grace_period`` seconds of grace:
+    :func:`speedrun.sweep.storage.open_storage`). ``settings`` (JSON-friendly: record, overrides,
     seeds, ...) is stored as the study's user attr ``sweep``; a study run with other settings is not
     continued.
 
     Raises:
-      ConfigError: the study exists with other settings or objectives, or see :func:`storage`."""
-    study = optuna.create_study(storage=storage(url), study_name=name, load_if_exists=True,
+      ConfigError: the study exists with other settings or objectives, or the URL does not open."""
+    study = optuna.create_study(storage=storage_lib.open_storage(url, grace_period), study_name=name,
+                                load_if_exists=True,
                                 sampler=make_sampler(sampler, space, seed, population),
                                 directions=directions(sampler))
     if [d.name.lower() for d in study.directions] != directions(sampler):
@@ -174,38 +150,52 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str | None) -> None:
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
     """Mark the RUNNING ``trial`` of a worker that is gone FAIL (user attr ``interrupted``: ``reason``)
-    and queue its values again (a WAITING trial with user attr ``requeued_from``). ``reason`` None: a
-    trial that Optuna's heartbeat check has failed already. A trial another worker finished first is
-    left alone."""
+    and queue its values again (a WAITING trial with user attr ``requeued_from``). A trial another
+    worker finished or failed first is left alone (that worker queues it)."""
     store = study._storage
     if trial.state == TrialState.RUNNING:
         try:
-            store.set_trial_user_attr(trial._trial_id, "interrupted", reason or "no heartbeat")
+            store.set_trial_user_attr(trial._trial_id, "interrupted", reason)
             store.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
-            return  # another worker finished or failed it first (and queues it)
+            return
     if trial.params:
         study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
 
 
+def retried_from(t: optuna.trial.FrozenTrial) -> int | None:
+    """The number of the lost trial that ``t`` runs again: :func:`requeue`'s ``requeued_from`` or
+    Optuna's retry callback's ``failed_trial`` (system attr), else None."""
+    number = t.user_attrs.get("requeued_from", t.system_attrs.get("failed_trial"))
+    return None if number is None else int(number)
+
+
 def recover(study: optuna.Study) -> list[int]:
-    """Requeue the RUNNING trials whose worker is gone: a dead process on this host at once, any other
-    worker after :data:`GRACE_S` seconds without a heartbeat (``optuna.storages.fail_stale_trials``).
-    Returns the numbers of the trials requeued here."""
+    """Queue again the RUNNING trials whose worker is gone: on SQLite a dead process on this host at
+    once; on any storage a trial without a heartbeat for the grace period
+    (``optuna.storages.fail_stale_trials``, whose retry callback queues it), and a trial that never
+    got its first heartbeat (killed between ask and claim) that long after its start. Returns the
+    numbers of the trials found gone here."""
     host, done = socket.gethostname(), []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    local, grace = storage_lib.is_sqlite(study._storage), storage_lib.grace_of(study._storage)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in running:
         worker = str(t.user_attrs.get("worker", ""))  # HOST:PID:TOKEN (claim)
         h, _, rest = worker.partition(":")
         pid = rest.partition(":")[0]
-        gone = (h == host and pid.isdigit() and not _alive(int(pid)) if worker else
-                t.datetime_start is not None and (time.time() - t.datetime_start.timestamp()) > GRACE_S)
+        if worker:
+            gone = local and h == host and pid.isdigit() and not _alive(int(pid))
+        else:
+            gone = t.datetime_start is not None and (time.time() - t.datetime_start.timestamp()) > grace
         if gone:
             requeue(study, t, f"worker {worker or '?'} is gone")
             done.append(t.number)
     optuna.storages.fail_stale_trials(study)
-    return done
+    ids = {t._trial_id for t in running}
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    return done + [t.number for t in failed if t._trial_id in ids and "error" not in t.user_attrs and t.number not in done]
 
 
 def counted(t: optuna.trial.FrozenTrial) -> bool:
@@ -233,12 +223,15 @@ def duplicate_of(study: optuna.Study, trial: optuna.Trial, wait_s: float = 30.0)
 
 
 def claim(study: optuna.Study, trial: optuna.Trial) -> bool:
-    """Mark ``trial`` this worker's; for a trial taken from the queue (which two workers may pop at
-    once on SQLite) wait and check that the mark is still ours."""
+    """Mark ``trial`` this worker's (its first heartbeat, then user attr ``worker``); for a trial taken
+    from the queue, which two workers may pop at once on SQLite (a server locks the row), wait and
+    check that the mark is still ours."""
     token = f"{_worker()}:{uuid.uuid4().hex[:8]}"
-    study._storage.set_trial_user_attr(trial._trial_id, "worker", token)
     _heartbeat(study, trial._trial_id)
-    if "requeued_from" not in study._storage.get_trial(trial._trial_id).user_attrs:
+    study._storage.set_trial_user_attr(trial._trial_id, "worker", token)
+    frozen = study._storage.get_trial(trial._trial_id)
+    queued = retried_from(frozen) is not None or "fixed_params" in frozen.system_attrs
+    if not queued or not storage_lib.is_sqlite(study._storage):
         return True
     time.sleep(1.0)
     return study._storage.get_trial(trial._trial_id).user_attrs.get("worker") == token
@@ -249,15 +242,22 @@ def _heartbeat(study: optuna.Study, trial_id: int) -> None:
         study._storage.record_heartbeat(trial_id)
 
 
+def heartbeat_s(study: optuna.Study) -> float:
+    """Seconds between the heartbeats of this worker's running trials (the storage's interval)."""
+    get = getattr(study._storage, "get_heartbeat_interval", None)
+    return float((get() if get else None) or storage_lib.heartbeat_interval(storage_lib.GRACE_S))
+
+
 class Heartbeats:
-    """Record a heartbeat of each trial every :data:`HEARTBEAT_S` seconds while the block runs."""
+    """Record a heartbeat of each trial every :func:`heartbeat_s` seconds while the block runs."""
 
     def __init__(self, study: optuna.Study, trial_ids: Sequence[int]):
         self.study, self.ids, self.stop = study, list(trial_ids), threading.Event()
+        self.every = heartbeat_s(study)
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
-        while not self.stop.wait(HEARTBEAT_S):
+        while not self.stop.wait(self.every):
             for i in self.ids:
                 _heartbeat(self.study, i)
 
@@ -267,4 +267,3 @@ class Heartbeats:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
-
