@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # speedrun: one command to set up and run.
 #   ./run.sh records/NAME.py [--config.KEY=VALUE ...] [--workdir=DIR]   train a record (= ./run.sh train ...)
-#   ./run.sh test [pytest args]                                         run the test suite
+#   ./run.sh test [pytest args]                                         run the test suite (a worker a core)
 #   ./run.sh bench records/NAME.py [--runs N] [--config.KEY=VALUE ...]  N seeds, compiled once: stats
 #   ./run.sh report [FOLDER]                                            bench results -> table + plot
 #   ./run.sh eval DIR [--tta_level N]                                   test accuracy of a checkpoint
@@ -56,7 +56,11 @@ case "$1" in
   test)
     shift
     unset SPEEDRUN_PROG  # the suite runs the CLI itself: its hints must not name ./run.sh
-    exec "$PY" -m pytest "$@"
+    # one pytest-xdist worker per core, a module's tests on one worker (its module fixtures once);
+    # -n N or -p no:xdist in the arguments takes precedence
+    xdist=(-n auto --dist loadscope)
+    for a in "$@"; do case "$a" in -n|-n*|--numprocesses*|no:xdist|-pno:xdist) xdist=() ;; esac; done
+    exec "$PY" -m pytest "${xdist[@]}" "$@"
     ;;
   train|bench|report|eval|sweep|profile|list)
     exec "$PY" -m speedrun.cli "$@"
