@@ -58,7 +58,7 @@ def sweep(tmp_path_factory, postgres):
     return start
 
 
-def finish(proc, timeout=300):
+def finish(proc, timeout=900):
     """The last JSON line of a worker that exited 0."""
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out + err
