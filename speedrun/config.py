@@ -223,9 +223,10 @@ def total_train_steps(epochs: int, steps_per_epoch: int, last_epoch_fraction: fl
     return (epochs - 1) * steps_per_epoch + math.ceil(round(last_epoch_fraction * steps_per_epoch, 9))
 
 
-def derived(config: ml_collections.ConfigDict, n_train: int, num_devices: int = 1) -> Derived:
+def derived(config: ml_collections.ConfigDict, n_train: int, num_devices: int = 1, *,
+            own_model: bool = False) -> Derived:
     """Validate ``config`` (:func:`validate`, with the device count) and against the data size, and
-    derive the step counts.
+    derive the step counts; ``own_model``: the net is not ``config.model``.
 
     Raises:
       ConfigError: any check of :func:`validate` (non-positive sizes, an unknown precision, a batch /
@@ -234,7 +235,7 @@ def derived(config: ml_collections.ConfigDict, n_train: int, num_devices: int = 
     """
     from speedrun.system import parallel  # noqa: PLC0415 (jax-free import of this module)
 
-    validate(config, num_devices)
+    validate(config, num_devices, own_model=own_model)
     steps = n_train // config.batch_size
     if steps == 0:
         unit = num_devices * (config.model.get("ghost_batch_size") or 1)  # what a valid batch is a multiple of

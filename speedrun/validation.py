@@ -29,14 +29,15 @@ def _fail(key: str, value: Any, fix: str) -> ConfigError:
     return ConfigError(f"config key {key!r} is {value!r}: {fix}")
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None, *, own_model: bool = False) -> None:
     """Check a record config before any data is read or anything compiled.
 
     Static checks (no JAX needed up to the names): ``epochs``, ``batch_size`` and
     ``eval_batch_size`` positive integers; ``last_epoch_fraction`` in (0, 1]; ``model.width_mult``
     and every ``model.widths`` entry positive; ``model.ghost_batch_size`` (when set) positive and
     dividing ``batch_size``; ``whitening.num_images`` >= 0, and >= 1 for a net with a whitening
-    layer (``model.whiten_patch_size`` set, ``model.whiten`` not false); ``augment.crop_padding``
+    layer (``model.whiten_patch_size`` set, ``model.whiten`` not false, and no ``own_model``: a
+    net passed to :func:`speedrun.fit` instead of ``config.model``); ``augment.crop_padding``
     in [0, 32) and ``augment.cutout_size`` in [0, 32] (:func:`_check_augment`); ``tta_level`` one of 0, 1, 2;
     ``label_smoothing``, ``optimizer.momentum``, ``warmup_fraction``, ``decay_factor`` and
     ``warmup_epochs`` in their ranges (:data:`_RANGES`); ``optimizer.lr_knots`` and
@@ -97,7 +98,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         if n < 0:
             raise _fail("whitening.num_images", n, "it must be >= 0 (0: no whitening images) — pass "
                         "--config.whitening.num_images=5000")
-        if n < 1 and k and model.get("whiten", True):  # a net with a whitening layer needs its filters
+        if n < 1 and k and model.get("whiten", True) and not own_model:  # a net with a whitening layer needs its filters
             raise _fail("whitening.num_images", n, f"this net's first layer is a frozen {k}x{k} whitening conv "
                         "whose filters come from the patches of that many training images — pass at least 1, "
                         "e.g. --config.whitening.num_images=5000")

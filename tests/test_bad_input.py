@@ -423,6 +423,17 @@ def test_sizes_that_are_allowed_pass_the_checks(argv, tmp_path):
     assert_one_line_error(proc, 1, ["no-data"])
 
 
+
+def test_a_net_of_ones_own_needs_no_whitening_images():
+    """speedrun.fit(config, model=net): the whitening check is about config.model, not ``net``."""
+    from speedrun import config as config_lib  # noqa: PLC0415
+
+    config = config_lib.load_record("airbench94")
+    config.whitening.num_images = 0
+    with pytest.raises(config_lib.ConfigError, match="whitening conv"):
+        config_lib.validate(config)
+    config_lib.validate(config, own_model=True)  # no error
+
 # ------------------------------------------------------------------ bad storage URLs of a sweep
 #
 # Against a real PostgreSQL server (the ``postgres`` fixture, tests/pgserver.py: skips without one,

@@ -15,7 +15,7 @@ from speedrun import cli, config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-COMMANDS = ("train", "bench", "report", "eval", "sweep", "profile")
+COMMANDS = ("train", "bench", "report", "eval", "sweep", "profile", "list")
 
 
 def shell_lines(path: Path) -> list[str]:

@@ -113,7 +113,8 @@ def open_storage(url: str, grace_period: int = GRACE_S) -> optuna.storages.RDBSt
         except Exception as err:
             # another worker creating the tables (or, on SQLite, holding the lock) at the same moment
             racing = isinstance(err, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or (
-                sqlite and isinstance(err, sqlalchemy.exc.OperationalError) and "locked" in str(err))
+                sqlite and isinstance(err, sqlalchemy.exc.OperationalError)
+                and ("locked" in str(err) or "already exists" in str(err)))
             if racing and attempt < 4:
                 time.sleep(0.5 * (attempt + 1))
                 continue

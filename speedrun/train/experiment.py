@@ -87,7 +87,7 @@ class Experiment:
         self.mesh = parallel.make_mesh() if mesh is None else mesh
         self.num_devices = self.mesh.size
         x_train, y_train, x_test, y_test = arrays if arrays is not None else cifar10.load_cifar10(config.data.path)
-        self.derived = config_lib.derived(config, len(x_train), self.num_devices)
+        self.derived = config_lib.derived(config, len(x_train), self.num_devices, own_model=model is not None)
         self.steps_per_epoch = self.derived.steps_per_epoch
         self.dataset = cifar10.dataset_name(x_train, x_test)
         self.n_train, self.n_test = len(x_train), len(x_test)
