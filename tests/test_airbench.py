@@ -501,8 +501,7 @@ def test_airbench94_muon_learns_on_the_subset(sample):
     x, y, xt, yt = sample
     arrays = (x[:1024], y[:1024], xt, yt)
     c = _small("airbench94_muon", epochs=5)  # 20 steps
-    if not c.model.get("logit_scale_inverse_width", False):  # the record pinned at 1/256
-        c.model.logit_scale = 1 / 32  # the source's 1/(head input width) at width_mult 0.125
+    assert (c.model.logit_scale, c.model.logit_scale_inverse_width) == (1.0, True)  # ÷ 32 at width_mult 0.125
     c.optimizer.whiten_bias_epochs = 1
     exp = train.Experiment(c, arrays)
     result = exp.run(0, per_epoch_eval=True)
