@@ -2,7 +2,7 @@
 # One command for a GPU session: every measurement the README's GPU figures need, by priority,
 # each step under a timeout, within a total time budget, continuing after a failed step.
 #
-#   benchmarks/gpu_session.sh [--smoke] [--budget SECONDS] [--runs N] [--dir DIR] [--dry_run]
+#   benchmarks/gpu_session.sh [--smoke] [--budget SECONDS] [--runs N] [--dir DIR] [--only REGEX] [--dry_run]
 #
 #   --smoke     tiny scale (speedrun.config.smoke, 1 epoch, width 1/16, 1 seed, the bundled subset
 #               untiled): the whole script end to end on a CPU in minutes, to check it before a GPU
@@ -11,8 +11,12 @@
 #               left (less a reserve for the report); a step that no longer fits is skipped
 #   --runs N    seeds per airbench / 94pct_26s bench (default 5)
 #   --dir DIR   output folder (default benchmarks/results/gpu_session_<UTC time>)
+#   --only RE   run only the steps whose name matches the extended regex RE (e.g. '^ab_'); the
+#               others are logged as SKIP
 #   --dry_run   log every step's command (DRY lines in session.log) without running it
-#   AB_BASE=COMMIT, AB_PAIRS=N (default 1) in the environment: the A/B's base and its pairs
+#   AB_BASE=COMMIT, AB_PAIRS=N (default 1) in the environment: the A/B's base and its pairs;
+#   SESSION_BENCH_RECORDS, SESSION_AB_RECORDS, SESSION_PRECISION_RECORDS, SESSION_SLOW_RECORDS
+#   ("name name ..."): replace the lists of records below for one session
 #
 # DIR receives session.log (one line per step: status, exit code, seconds), STEP.log (each step's
 # output), results/*.jsonl (bench result files, named after the GPU), ab/ and precision/ (the A/B
@@ -42,7 +46,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-SMOKE=0; DRY=0; BUDGET=""; RUNS=5; DIR="benchmarks/results/gpu_session_$(date -u +%Y%m%dT%H%M%SZ)"
+SMOKE=0; DRY=0; ONLY=""; BUDGET=""; RUNS=5; DIR="benchmarks/results/gpu_session_$(date -u +%Y%m%dT%H%M%SZ)"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -53,6 +57,8 @@ while [[ $# -gt 0 ]]; do
     --dir) DIR="$2"; shift ;;
     --dir=*) DIR="${1#*=}" ;;
     --dry_run) DRY=1 ;;
+    --only) ONLY="$2"; shift ;;
+    --only=*) ONLY="${1#*=}" ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_session.sh: error: unknown argument $1 — see benchmarks/gpu_session.sh --help" >&2; exit 2 ;;
   esac
@@ -61,12 +67,12 @@ done
 if [[ -z "$BUDGET" ]]; then BUDGET=$([[ $SMOKE == 1 ]] && echo 0 || echo 540); fi
 (( BUDGET == 0 )) && BUDGET=1000000000  # no limit
 
-# The records of each step: add a record to the lists here (records/NAME.py).
-BENCH_RECORDS=(airbench94_muon airbench94 94pct_26s)  # bench at full data shape, --runs seeds
-AB_RECORDS=(airbench94_muon airbench94)               # the A/B against $AB_BASE
-PRECISION_RECORDS=(airbench94_muon)                   # the precision switches below
+# The records of each step: add a record to these lists (records/NAME.py), in priority order.
+read -ra BENCH_RECORDS <<< "${SESSION_BENCH_RECORDS-airbench94_muon airbench94 94pct_26s}"  # --runs seeds
+read -ra AB_RECORDS <<< "${SESSION_AB_RECORDS-airbench94_muon airbench94}"  # the A/B against $AB_BASE
+read -ra PRECISION_RECORDS <<< "${SESSION_PRECISION_RECORDS-airbench94_muon}"  # the precision switches
+read -ra SLOW_RECORDS <<< "${SESSION_SLOW_RECORDS-resnet20_stacked resnet20_he2015}"  # 2 seeds, late
 PRECISIONS=(float16 float16_static bfloat16)
-SLOW_RECORDS=(resnet20_stacked resnet20_he2015)       # bench, 2 seeds, late in the session
 
 mkdir -p "$DIR/results"
 DIR="$(cd "$DIR" && pwd)"
@@ -90,6 +96,7 @@ step() {
   local name="$1" limit="$2"; shift 2
   local left=$(( BUDGET - ($(date +%s) - START) - RESERVE ))
   if [[ "$name" == report ]]; then left=$(( left + RESERVE )); fi
+  if [[ -n "$ONLY" && ! "$name" =~ $ONLY ]]; then say "SKIP $name: not matched by --only $ONLY"; return; fi
   if (( left < 20 )); then say "SKIP $name: the budget is spent ($left s left)"; return; fi
   (( limit > left )) && limit=$left
   if [[ $DRY == 1 ]]; then say "DRY $name (limit ${limit} s): $*"; return; fi

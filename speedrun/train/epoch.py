@@ -17,6 +17,7 @@ from speedrun.data import pipeline
 from speedrun.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from speedrun.system import parallel, precision
 from speedrun.train import plan as plan_lib
+from speedrun.train.select import _loop  # lax.scan, or with unroll=True a Python loop
 from speedrun.train.step import averaging, step_fn
 
 #: fold_in constant deriving a step's ``"dropout"`` key from its batch key (never an example position)
@@ -54,8 +55,8 @@ def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Deri
     Shuffles ``range(n_train)`` with ``key`` (the same permutation on every device), keeps the first
     ``spec.steps * batch_size`` indices and scans the step over the batches, segment by segment
     (each its own ``lax.scan``, with its own static variant: whitening bias trained or detached,
-    image size, the steps after which the model average updates); each device gathers its share of the global batch, normalises it and augments
-    each example with its own key (its position in the global batch folded in, so neither replicas
+    image size, the steps after which the model average updates); each device gathers its share
+    of the global batch, normalises it and augments each example with its own key (its position in the global batch folded in, so neither replicas
     nor device counts share or change draws).
 
     Returns the replicated state and the epoch's metrics, float32 scalars: mean training ``loss`` and
@@ -198,15 +199,3 @@ class EpochParts:
         if state.health is not None:  # read by the host once per epoch (check_health)
             out["health"] = {**state.health, "step": state.step}
         return state, out
-
-
-def _loop(f: Callable, carry, xs, unroll):
-    """``lax.scan(f, carry, xs, unroll=unroll)``; ``unroll=True``: a Python loop (straight-line
-    code, never a while loop: jax-ml/jax#12868)."""
-    if unroll is not True:
-        return jax.lax.scan(f, carry, xs, unroll=unroll)
-    outs = []
-    for j in range(len(jax.tree.leaves(xs)[0])):
-        carry, out = f(carry, jax.tree.map(lambda a: a[j], xs))
-        outs.append(out)
-    return carry, jax.tree.map(lambda *a: jnp.stack(a), *outs)

@@ -36,8 +36,8 @@ def train_step(state: TrainState, constants: dict, x: jax.Array, y: jax.Array, k
     """One step on a normalised, augmented batch ``x (B, H, W, 3)`` (compute dtype), ``y (B,) int32``.
 
     ``key``: the ``"dropout"`` PRNG stream (stochastic depth; other nets ignore it); the model
-    average (``state.ema``) is not touched here (:class:`Averaging`). ``axis_name``: one replica of a data-parallel step inside ``jax.shard_map``
-    (:mod:`speedrun.system.parallel`): the loss, batch-norm statistics and metrics are
+    average (``state.ema``) is not touched here (:class:`Averaging`). ``axis_name``: one replica
+    of a data-parallel step inside ``jax.shard_map`` (:mod:`speedrun.system.parallel`): the loss, batch-norm statistics and metrics are
     ``pmean``-ed, so the gradient is that of the global-batch mean loss and every replica applies
     the same update; ``None``: one device. The loss is the batch mean: recipes defined on a summed
     loss use a ``B`` times larger learning rate (:mod:`speedrun.optim`), the same update.
