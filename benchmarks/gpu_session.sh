@@ -131,7 +131,7 @@ if [[ $SMOKE == 1 ]]; then
   PROFILE=("${SIZE[@]}" --steps 2)
   PRECISION=(--data=sample --train_images=1024 --runs=1 --precisions=float32 --set model.width_mult=0.0625
              --set epochs=1 --set batch_size=256 --set whitening.num_images=1024)
-  LIMIT=400; VS_PAIRS=1; VMAP=(--k 2 --scale smoke); AB_PAIRS=${AB_PAIRS:-1}
+  LIMIT=1200; VS_PAIRS=1; VMAP=(--k 2 --scale smoke); AB_PAIRS=${AB_PAIRS:-1}  # a loaded CPU: no step cut short
 else
   BENCH=(--config.data.path=sample --tile_to 50000 --no_epoch_eval --runs "$RUNS")
   SLOW=(--config.data.path=sample --tile_to 50000 --no_epoch_eval --runs 2)
