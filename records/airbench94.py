@@ -66,11 +66,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.lr_start = 0.2
     c.optimizer.warmup_fraction = 0.23
     c.optimizer.lr_end = 0.07
-    c.ema = ml_collections.ConfigDict()
-    c.ema.enabled = False  # lookahead instead
-    c.ema.momentum = 0.99
-    c.ema.every = 5
-    c.ema.debias = True
     c.lookahead = ml_collections.ConfigDict()  # legacy/airbench94.py at f1c599c: from the start
     c.lookahead.enabled = True
     c.lookahead.every = 5

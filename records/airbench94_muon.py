@@ -32,7 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
     # target_acc 0.94 (tta_acc), as airbench94
 
     c.model.whiten_bias_init = "torch_default"  # plain nn.Conv2d bias: U(±1/sqrt(12))
-    c.model.logit_scale = 1 / 256  # head(x) / x.size(-1)
+    c.model.logit_scale = 1.0  # the source's head(x) / x.size(-1): 1/256 at width_mult 1, 1/32 at the smoke's 1/8
+    c.model.logit_scale_inverse_width = True
     c.model.head_init_std = 1.0  # w *= 1 / w.std()
 
     c.optimizer = ml_collections.ConfigDict()
@@ -50,5 +51,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 2e-6  # per example: wd = 2e-6 * batch_size, applied as wd/lr
     c.optimizer.whiten_bias_epochs = 3
 
-    c.lookahead.enabled = False  # no model averaging
+    c.lookahead.enabled = False  # no model averaging (records built on this one enable it: e1_curriculum94)
     return c

@@ -69,10 +69,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.nesterov = False
     c.optimizer.weight_decay = 1e-4
     c.optimizer.weight_decay_on = "all"
-
-    c.ema = ml_collections.ConfigDict()
-    c.ema.enabled = False  # the paper evaluates the trained weights
-    c.ema.momentum = 0.99  # unused while disabled
-    c.ema.every = 5
-    c.ema.debias = True  # weight (1-ρ)/(1-ρ^n) at update n (optax ema(debias=True))
+    # no model averaging: the paper evaluates the trained weights
     return c

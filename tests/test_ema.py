@@ -19,10 +19,11 @@ def _tree(rng):
 
 
 def _run(init, values, momentum, every, debias):
-    """ema_update (jitted, step traced) over ``values`` from ``init``; float32 numpy trees."""
+    """ema_update (jitted, step traced) run after the update steps (``step % every == 0``, as the
+    epoch places it) over ``values`` from ``init``; float32 numpy trees."""
     update = jax.jit(ema_update, static_argnums=(3, 4, 5))
     ema = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), init)
-    for step, value in enumerate(values):
+    for step, value in list(enumerate(values))[::every]:
         ema = update(ema, jax.tree.map(jnp.asarray, value), jnp.asarray(step, jnp.int32), momentum, every, debias)
         jax.tree.map(lambda a: a.dtype == jnp.float32 or pytest.fail("dtype changed"), ema)
     return jax.tree.map(np.asarray, ema)
@@ -108,12 +109,9 @@ def test_full_length_record_ema_changes_only_by_the_initial_models_weight():
         assert gap.max() > 10 * 2e-6  # a real, if small, change (|p − init| ≈ 3 here)
 
 
-def test_ema_unchanged_between_updates_and_decay_value():
+def test_ema_decay_value():
     ema = {"w": jnp.zeros(2)}
     value = {"w": jnp.ones(2)}
-    for debias in (False, True):
-        for step in (1, 2, 3, 4, 6, 9):  # not multiples of 5: no change
-            np.testing.assert_array_equal(ema_update(ema, value, jnp.asarray(step), 0.99, 5, debias)["w"], 0.0)
     # Page: at a multiple of 5 the new value gets weight 1 - 0.99**5 = 0.04900995
     np.testing.assert_allclose(ema_update(ema, value, jnp.asarray(10), 0.99, 5, False)["w"], 0.04900995, rtol=1e-6)
     # debiased, third update (step 10): 0.04900995 / (1 - 0.95099005**3) = 0.3502170

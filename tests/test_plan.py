@@ -23,9 +23,28 @@ def test_airbench94_plan_on_cifar10_shapes(record):
     trains ceil(3·48) = 144 steps: 3 trained epochs, 6 detached, a last one of 476 − 432 = 44."""
     cfg = record("airbench94")
     plan = plan_lib.epoch_plan(cfg, _derived(cfg, 50000))
-    full, detached = EpochSpec((Segment(48),)), EpochSpec((Segment(48, whiten_bias=False),))
-    assert plan == [full] * 3 + [detached] * 6 + [EpochSpec((Segment(44, whiten_bias=False),), final_average=True)]
-    assert len(plan_lib.distinct(plan)) == 3 and sum(s.steps for s in plan) == 476
+    # lookahead updates after the counts c (steps taken) with c % 5 == 0: by brute force per epoch
+    at = lambda e, n: tuple(p for p in range(1, n + 1) if (48 * e + p) % 5 == 0)  # noqa: E731
+    assert plan == ([EpochSpec((Segment(48, averages=at(e, 48)),)) for e in range(3)]
+                    + [EpochSpec((Segment(48, whiten_bias=False, averages=at(e, 48)),)) for e in range(3, 9)]
+                    + [EpochSpec((Segment(44, whiten_bias=False, averages=at(9, 44)),), final_average=True)])
+    assert [s.segments[0].averages[0] for s in plan] == [5, 2, 4, 1, 3, 5, 2, 4, 1, 3]
+    # 3 trained phases, 5 detached ones, the last epoch: each distinct epoch compiled once
+    assert len(plan_lib.distinct(plan)) == 9 and sum(s.steps for s in plan) == 476
+    assert len({s.name() for s in plan}) == 9  # compile times are keyed by name
+
+
+def test_ema_updates_after_page_s_steps(record):
+    """Page's EMA: after the steps of index 0, 5, 10, ... (0-based), i.e. counts 1, 6, 11, ...;
+    94pct_26s on 50000 images at batch 512: 97 steps an epoch."""
+    cfg = record("94pct_26s")
+    plan = plan_lib.epoch_plan(cfg, _derived(cfg, 50000))
+    start = 0
+    for spec in plan:
+        (seg,) = spec.segments
+        assert seg.averages == tuple(p for p in range(1, seg.steps + 1) if (start + p - 1) % 5 == 0)
+        start += seg.steps
+    assert start == 970 and not plan[-1].final_average
 
 
 def test_a_freeze_inside_an_epoch_cuts_it():
@@ -66,7 +85,8 @@ def _epoch_jaxpr(exp, spec):
 
 def test_programs_have_no_conditional_and_the_detached_one_fewer_convolutions(tiny_exp):
     exp = tiny_exp
-    assert [s.name() for s in exp.plan] == ["4", "4/detached", "2/detached"] and exp.plan[-1].final_average  # 256/64 steps, 0.5 of the last
+    # 256/64 steps, 0.5 of the last; lookahead after the counts 5 and 10 (positions 1 and 2)
+    assert [s.name() for s in exp.plan] == ["4", "4/detached/avg1", "2/detached/avg2"] and exp.plan[-1].final_average
     assert len(exp.epochs.programs) == 3  # each distinct epoch compiled once
     convs = {}
     for spec in plan_lib.distinct(exp.plan):
@@ -75,6 +95,40 @@ def test_programs_have_no_conditional_and_the_detached_one_fewer_convolutions(ti
         convs[spec.segments[0].whiten_bias] = prims.count("conv_general_dilated")
     # the trained bias needs the first block conv's data gradient; the detached one does not
     assert convs[False] == convs[True] - 1
+
+
+def test_the_average_adds_no_select_to_the_epoch(tiny_exp):
+    """Lookahead in the epoch program selects nothing (no per-step choice between the old and the
+    new average: no ``select_n`` of a kernel's shape, as without averaging); the update runs once
+    per group (a scan over groups of 5 steps, between a head and a tail)."""
+    import dataclasses
+
+    exp = Experiment_like(tiny_exp, tiny_exp.config)  # batches of 16: 12 steps fit in the 256 rows
+    spec = EpochSpec((Segment(12, averages=(3, 8)),))  # head of 3, one group of 5, tail of 4
+    with_la = _epoch_jaxpr(exp, spec).jaxpr
+    plain_cfg = exp.config.copy_and_resolve_references()
+    plain_cfg.lookahead.enabled = False
+    plain = Experiment_like(tiny_exp, plain_cfg, averaged=False)
+    without = _epoch_jaxpr(plain, dataclasses.replace(spec, segments=(Segment(12),))).jaxpr
+    count = lambda j, name: sum(e.primitive.name == name for e in jaxpr_eqns(j))  # noqa: E731
+    kernels = {p.shape for p in jax.tree.leaves(jax.eval_shape(exp.init_fn, jax.random.key(0)).params) if p.ndim >= 2}
+    for j in (with_la, without):  # a per-step choice of the average would select each kernel-shaped leaf
+        selected = {v.aval.shape for e in jaxpr_eqns(j) if e.primitive.name == "select_n" for v in e.outvars}
+        assert not selected & kernels, selected & kernels
+    # the step's body three times (a scan each: the head, a group's steps, the tail), the plain epoch's once
+    assert count(with_la, "conv_general_dilated") == 3 * count(without, "conv_general_dilated")
+
+
+class Experiment_like:
+    """The parts of an Experiment that :func:`_epoch_jaxpr` reads, with another config."""
+
+    def __init__(self, exp, config, averaged=True):
+        import dataclasses
+
+        self.__dict__.update({k: getattr(exp, k) for k in ("model", "tx", "normalize", "mesh",
+                                                            "x_whiten", "x_train", "y_train")})
+        self.config, self.derived = config, dataclasses.replace(exp.derived, batch_size=16, batch_per_device=16)
+        self.init_fn = exp.init_fn if averaged else lambda key: exp.init_fn(key).replace(ema=None)
 
 
 def test_plan_runs_the_steps_the_config_asks(tiny_exp):
@@ -91,8 +145,8 @@ def test_lookahead_follows_legacy_airbench94():
     for c in range(1, T + 1):
         net = {"w": net["w"] + 1.0}  # the optimizer's step: +1
         ref_net = float(net["w"])
-        avg, net = lookahead.update(avg, net, jnp.int32(c), T)
-        if c % 5 == 0:
+        if c % 5 == 0:  # the update steps, where the epoch places the update (test_averaging)
+            avg, net = lookahead.update(avg, net, jnp.int32(c), T)
             rho = 0.95**5 * (c / T) ** 3
             ref_avg = rho * ref_avg + (1 - rho) * ref_net
             ref_net = ref_avg

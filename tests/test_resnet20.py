@@ -389,7 +389,7 @@ def test_records_build_their_nets():
         c = record(name)
         net = get_model(c.model, jnp.float32)
         assert isinstance(net, ResNet20) and (net.preact, net.stochastic_depth) == (preact, p)
-        assert c.ema.enabled is False and c.label_smoothing == 0.0
+        assert "ema" not in c and "lookahead" not in c and c.label_smoothing == 0.0  # no model averaging
         assert (c.augment.crop_padding, c.augment.crop_mode, c.augment.flip) == (4, "constant", True)
         assert state_lib.constants_fn(c, augment.normalizer())(jnp.zeros((0, 32, 32, 3), jnp.uint8)) == {}
 

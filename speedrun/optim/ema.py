@@ -38,13 +38,16 @@ def update_weight(step: jax.Array, momentum: float, every: int, debias: bool = T
 
 
 def ema_update(ema: Any, value: Any, step: jax.Array, momentum: float, every: int, debias: bool = True) -> Any:
-    """One EMA step, applied only when ``step % every == 0``.
+    """The EMA update after optimizer step ``step``, an update step (``step % every == 0``): the
+    caller runs it only there (:class:`speedrun.train.step.Averaging` places it statically), so
+    nothing here selects.
 
     Args:
       ema: pytree of float arrays (the running average).
       value: pytree of the same structure (current params and batch stats).
       step: int32 scalar, the index of the optimizer step just taken (0 for the first).
-      momentum: per-step decay; the applied decay is ``ρ = momentum ** every``.
+      momentum: per-step decay (a float, or a traced float32 in sweeps); the applied decay is
+        ``ρ = momentum ** every``.
       every: update period in steps.
       debias: the warm-up of the module docstring (the new value's weight :func:`update_weight`);
         False: Page's ``ρ·ema + (1-ρ)·value``.
@@ -52,11 +55,8 @@ def ema_update(ema: Any, value: Any, step: jax.Array, momentum: float, every: in
     Returns:
       The new EMA pytree (same dtypes as ``ema``).
     """
-    do = (step % every) == 0
     if not debias:
         rho = momentum**every
-        return jax.tree.map(lambda e, v: jnp.where(do, rho * e + (1 - rho) * v.astype(e.dtype), e), ema, value)
+        return jax.tree.map(lambda e, v: rho * e + (1 - rho) * v.astype(e.dtype), ema, value)
     w = update_weight(step, momentum, every)
-    return jax.tree.map(
-        lambda e, v: jnp.where(do, (1 - w).astype(e.dtype) * e + w.astype(e.dtype) * v.astype(e.dtype), e),
-        ema, value)
+    return jax.tree.map(lambda e, v: (1 - w).astype(e.dtype) * e + w.astype(e.dtype) * v.astype(e.dtype), ema, value)

@@ -6,7 +6,8 @@ step back" (NeurIPS 2019), with an averaging weight that grows over training. Wi
 optimizer steps taken so far (1 after the first step) and ``T`` the run's total steps:
 
 - The average starts as a copy of the initial net (``LookaheadState(model)`` before training).
-- After every step with ``c % every == 0``: ``avg ← ρ·avg + (1−ρ)·net`` with
+- After every step with ``c % every == 0`` (and only there: no other step computes or selects
+  anything of the average): ``avg ← ρ·avg + (1−ρ)·net`` with
   ``ρ = decay_base**every · (c/T)**decay_pow`` (``alpha_schedule[c]``), and the net is set to
   ``avg``. Every float entry of the model state takes part: params and BN running statistics.
 - After the last step the net is set to ``avg`` (``update(net, decay=1.0)``): the steps since the
@@ -31,18 +32,20 @@ def decay(count: jax.Array, total_steps: int, every: int, decay_base: float, dec
 
 def update(avg: Any, net: Any, count: jax.Array, total_steps: int, every: int = 5,
            decay_base: float = 0.95, decay_pow: float = 3.0) -> tuple[Any, Any]:
-    """One lookahead step, after optimizer step number ``count`` (1-based); see the module docstring.
+    """The lookahead update after optimizer step number ``count`` (1-based), an update step
+    (``count % every == 0``): the caller runs it only there (:class:`speedrun.train.step.Averaging`
+    places it statically), so nothing here selects.
 
     Args:
       avg: pytree of float arrays, the average (``{"params", "batch_stats"}``).
       net: pytree of the same structure, the net just updated by the optimizer.
-      count: int32 scalar, steps taken including this one (``TrainState.step + 1``).
+      count: int32 scalar, steps taken including this one (``TrainState.step`` after it).
       total_steps: T (Python int).
-      every, decay_base, decay_pow: airbench94's 5, 0.95, 3.
+      every, decay_base, decay_pow: airbench94's 5, 0.95, 3 (may be traced floats, sweeps).
 
     Returns:
-      ``(new_avg, new_net)``: on update steps (``count % every == 0``) both are the new average;
-      otherwise ``(avg, net)``.
+      ``(new_avg, new_net)``: ``new_avg = ρ·avg + (1−ρ)·net`` (the source's
+      ``lerp_(net, 1−ρ)``, dtypes of ``avg``) and the net set to it (dtypes of ``net``).
 
     Raises:
       ValueError: ``total_steps`` or ``every`` not positive.
@@ -50,9 +53,6 @@ def update(avg: Any, net: Any, count: jax.Array, total_steps: int, every: int = 
     if total_steps <= 0 or every <= 0:
         raise ValueError(f"lookahead needs positive total_steps ({total_steps}) and every ({every})")
     rho = decay(count, total_steps, every, decay_base, decay_pow)
-    on = count % every == 0
-    new_avg = jax.tree.map(
-        lambda a, v: jnp.where(on, rho.astype(a.dtype) * a + (1 - rho).astype(a.dtype) * v.astype(a.dtype), a),
-        avg, net)
-    new_net = jax.tree.map(lambda a, v: jnp.where(on, a.astype(v.dtype), v), new_avg, net)
-    return new_avg, new_net
+    new_avg = jax.tree.map(lambda a, v: rho.astype(a.dtype) * a + (1 - rho).astype(a.dtype) * v.astype(a.dtype),
+                           avg, net)
+    return new_avg, jax.tree.map(lambda a, v: a.astype(v.dtype), new_avg, net)

@@ -13,7 +13,6 @@ epoch with a real loop.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Sequence
 
@@ -42,6 +41,17 @@ def chunk_size(config: ml_collections.ConfigDict, steps_per_epoch: int, backend:
         return 0
     u = int(config.get("scan_chunk", 0) or 0) or CPU_CHUNK
     return u if u < steps_per_epoch else 0
+
+
+def chunk_starts(segment: plan_lib.Segment, chunk: int, every: int = 0) -> list[int]:
+    """Where the chunks of ``segment`` start (0-based step offsets, first 0): every ``chunk``
+    steps; with model averages (``segment.averages``, ``every`` steps apart), chunks of at most
+    ``chunk`` up to the first update, then of a multiple of ``every`` (at most ``chunk`` where it
+    fits): each update falls at a chunk's end, and the chunks between updates share one program."""
+    if not segment.averages:
+        return list(range(0, segment.steps, chunk))
+    h = segment.averages[0]
+    return list(range(0, h, chunk)) + list(range(h, segment.steps, every * max(1, chunk // every)))
 
 
 def _compile(fn, args, in_shardings, out_sharding, donate=()):
@@ -116,11 +126,12 @@ class ChunkCompiler:
         state, constants, x_train, y_train, key, epoch = self.args
         hp = self.hp
         bounds, segs, a = [], [], 0
+        every = parts.averaging.every if parts.averaging is not None else 0
         for seg in spec.segments:
-            for c in range(0, seg.steps, self.chunk):
-                n = min(self.chunk, seg.steps - c)
-                bounds.append((a + c, a + c + n))
-                segs.append(dataclasses.replace(seg, steps=n))
+            cuts = chunk_starts(seg, self.chunk, every)
+            for c, d in zip(cuts, cuts[1:] + [seg.steps]):
+                bounds.append((a + c, a + d))
+                segs.append(seg.part(c, d - c))
             a += seg.steps
 
         def plan(run_key, key):
@@ -157,13 +168,13 @@ def compile_chunked_epoch(model, tx, config: ml_collections.ConfigDict, derived:
                           mesh: jax.sharding.Mesh, chunk: int, args: Sequence[Any],
                           hparams: Sequence[str] = (), spec: plan_lib.EpochSpec | None = None,
                           retrace=None) -> tuple[ChunkedEpoch, float]:
-    """Compile the chunked epoch ``spec`` (default the full epoch) for ``args``
+    """Compile the chunked epoch ``spec`` (default the run's first full epoch) for ``args``
     (:class:`ChunkCompiler`): ``(epoch, seconds spent compiling all its programs)``.
 
     Raises:
       ValueError: ``chunk < 1``; see :class:`speedrun.train.epoch.EpochParts`.
     """
     t0 = time.perf_counter()
-    spec = plan_lib.full_epoch(derived.steps_per_epoch) if spec is None else spec
-    epoch = ChunkCompiler(model, tx, config, derived, normalize, mesh, chunk, args, hparams, retrace).compile(spec)
+    compiler = ChunkCompiler(model, tx, config, derived, normalize, mesh, chunk, args, hparams, retrace)
+    epoch = compiler.compile(compiler.parts.first_epoch() if spec is None else spec)
     return epoch, time.perf_counter() - t0

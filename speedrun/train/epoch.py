@@ -17,7 +17,8 @@ from speedrun.data import pipeline
 from speedrun.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from speedrun.system import parallel, precision
 from speedrun.train import plan as plan_lib
-from speedrun.train.step import step_fn
+from speedrun.train.select import _loop  # lax.scan, or with unroll=True a Python loop
+from speedrun.train.step import averaging, step_fn
 
 #: fold_in constant deriving a step's ``"dropout"`` key from its batch key (never an example position)
 DROPOUT_FOLD = 2**31 - 1
@@ -40,7 +41,7 @@ def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Deri
                      mesh: jax.sharding.Mesh | None = None, hparams: Sequence[str] = (),
                      spec: plan_lib.EpochSpec | None = None, retrace: Callable | None = None) -> Callable[..., Any]:
     """``epoch(state, constants, x_train, y_train, key, epoch) -> (state, metrics)``: the epoch
-    ``spec`` (default: the full epoch, :func:`speedrun.train.plan.full_epoch`) as one program, a
+    ``spec`` (default: the run's first full epoch, :meth:`EpochParts.first_epoch`) as one program, a
     ``jax.shard_map`` over ``mesh`` (default: every device; jit it) whose replicas each run
     :func:`speedrun.train.step.train_step` on their share of every global batch.
 
@@ -54,8 +55,8 @@ def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Deri
     Shuffles ``range(n_train)`` with ``key`` (the same permutation on every device), keeps the first
     ``spec.steps * batch_size`` indices and scans the step over the batches, segment by segment
     (each its own ``lax.scan``, with its own static variant: whitening bias trained or detached,
-    image size); each device gathers its share of the global batch, normalises it and augments
-    each example with its own key (its position in the global batch folded in, so neither replicas
+    image size, the steps after which the model average updates); each device gathers its share
+    of the global batch, normalises it and augments each example with its own key (its position in the global batch folded in, so neither replicas
     nor device counts share or change draws).
 
     Returns the replicated state and the epoch's metrics, float32 scalars: mean training ``loss`` and
@@ -72,8 +73,8 @@ def make_train_epoch(model, tx, config: ml_collections.ConfigDict, derived: Deri
       ValueError: random and alternating flips both on, EMA and lookahead both on.
     """
     mesh = parallel.make_mesh() if mesh is None else mesh
-    spec = plan_lib.full_epoch(derived.steps_per_epoch) if spec is None else spec
     parts = EpochParts(model, tx, config, derived, normalize, retrace)
+    spec = parts.first_epoch() if spec is None else spec
     unroll = scan_unroll(config.scan_unroll, spec.steps)
 
     def epoch(state, constants, x_train, y_train, key, epoch, hp=None):
@@ -115,6 +116,7 @@ class EpochParts:
         policy = precision.resolve(config.precision)
         self.static_scale = float(derived.batch_size) if policy.static_scale else None
         self.step(plan_lib.Segment(1))  # checks the config (EMA and lookahead both on)
+        self.averaging = averaging(config, derived.total_steps)  # every, first: static
         self.augment = pipeline.TrainAugment(config.augment, derived.n_train, config.data.get("mean", CIFAR10_MEAN),
                                              config.data.get("std", CIFAR10_STD), policy.compute_dtype)
 
@@ -124,6 +126,16 @@ class EpochParts:
         cfg, tx = (self.config, self.tx) if hp is None else self.retrace(hp)
         return step_fn(self.model, tx, cfg, self.derived.total_steps, axis_name=parallel.DATA_AXIS,
                        detach=() if segment.whiten_bias else WHITEN_BIAS_LEAVES, static_scale=self.static_scale)
+
+    def average(self, hp=None):
+        """The record's :class:`speedrun.train.step.Averaging` (``None``: none), its rates from
+        ``retrace(hp)`` when traced."""
+        return self.averaging if hp is None or self.averaging is None else \
+            averaging(self.retrace(hp)[0], self.derived.total_steps)
+
+    def first_epoch(self) -> plan_lib.EpochSpec:
+        """The full epoch from run step 0 (:func:`speedrun.train.plan.full_epoch`) with its averages."""
+        return plan_lib.place_averages([plan_lib.full_epoch(self.derived.steps_per_epoch)], self.averaging)[0]
 
     def plan(self, run_key: jax.Array, key: jax.Array, steps: int) -> tuple:
         """``(idx (steps, B) int32, draws, None)``: the epoch's batches (the first ``steps * B`` of a
@@ -137,9 +149,13 @@ class EpochParts:
 
     def run(self, state, constants, x_train, y_train, idx, keys, base_flip, epoch, segment, hp=None, unroll=1):
         """``lax.scan`` ``segment``'s step over the ``len(idx)`` batches ``idx (S', B)`` with their
-        draws ``keys`` (``(S', ...)``; ``unroll`` steps per loop iteration; ``True``: a Python loop,
+        draws ``keys`` (``(S', ...)``; ``unroll`` steps per loop iteration; ``True``: Python loops,
         no while loop at all, as the chunk programs of :mod:`speedrun.train.chunked` need):
-        ``(state, per-step metrics (S', ...))``. ``base_flip`` is unused (kept ``None``)."""
+        ``(state, per-step metrics (S', ...))``. ``base_flip`` is unused (kept ``None``).
+
+        The model average updates after the steps ``segment.averages`` and no other: the steps up
+        to the first, then a scan over groups of ``every`` steps each followed by the update, then
+        the steps after the last — all static, no select."""
         step, axis, augment = self.step(segment, hp), parallel.DATA_AXIS, self.augment
         size = None if segment.image_size == 32 else segment.image_size  # a resolution curriculum's epoch
 
@@ -149,13 +165,28 @@ class EpochParts:
             x = augment.apply(x_train, i, d, epoch, size=size)
             return step(state, constants, x, y_train[i], jax.random.fold_in(draws.key, DROPOUT_FOLD))
 
-        if unroll is not True:
-            return jax.lax.scan(body, state, (idx, keys), unroll=unroll)
-        metrics = []  # unrolled in Python: straight-line code, never a while loop (jax#12868)
-        for j in range(len(idx)):
-            state, m = body(state, (idx[j], keys[j]))
-            metrics.append(m)
-        return state, jax.tree.map(lambda *a: jnp.stack(a), *metrics)
+        rows = (idx, keys)
+        pos = segment.averages
+        if not pos:
+            return _loop(body, state, rows, unroll)
+        average, every = self.average(hp), self.averaging.every
+        cut = lambda a, b: jax.tree.map(lambda r: r[a:b], rows)  # noqa: E731
+        state, head = _loop(body, state, cut(0, pos[0]), unroll)
+        state, out = average.apply(state), [head]
+        if len(pos) > 1:  # groups of `every` steps, the average's update after each
+            g = len(pos) - 1
+            grouped = jax.tree.map(lambda r: r.reshape((g, every) + r.shape[1:]), cut(pos[0], pos[-1]))
+
+            def group(state, inputs):
+                state, m = _loop(body, state, inputs, unroll)
+                return average.apply(state), m
+
+            state, m = _loop(group, state, grouped, unroll)
+            out.append(jax.tree.map(lambda a: a.reshape((g * every,) + a.shape[2:]), m))
+        if pos[-1] < len(idx):
+            state, tail = _loop(body, state, cut(pos[-1], len(idx)), unroll)
+            out.append(tail)
+        return state, jax.tree.map(lambda *a: jnp.concatenate(a), *out)
 
     def finish(self, state, metrics, final_average: bool = False):
         """The epoch's end from the per-step ``metrics (S, ...)``: the summary

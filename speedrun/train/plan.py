@@ -18,21 +18,29 @@ from typing import Sequence
 import ml_collections
 
 from speedrun.config import ConfigError, Derived
+from speedrun.train import step as step_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class Segment:
     """``steps`` consecutive steps of one variant: ``whiten_bias`` (bool) the whitening bias is
     differentiated and trained; ``image_size`` (px) the size the augmented 32-px batch is
-    resampled to (32: unchanged)."""
+    resampled to (32: unchanged); ``averages``: the 1-based positions of the steps after which
+    the model average updates (:class:`speedrun.train.step.Averaging`; evenly spaced)."""
 
     steps: int
     whiten_bias: bool = True
     image_size: int = 32
+    averages: tuple[int, ...] = ()
 
     def variant(self) -> tuple[bool, int]:
-        """What the segment's step program depends on besides its length."""
+        """What the segment's step program depends on besides its length and averages."""
         return self.whiten_bias, self.image_size
+
+    def part(self, offset: int, steps: int) -> "Segment":
+        """Its ``steps`` steps after the first ``offset`` (a chunk of it), with their averages."""
+        return dataclasses.replace(self, steps=steps, averages=tuple(
+            p - offset for p in self.averages if offset < p <= offset + steps))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +58,11 @@ class EpochSpec:
         return sum(s.steps for s in self.segments)
 
     def name(self) -> str:
-        """A short label for logs: ``"97"``, ``"3+94/detached"``, ``"48@24px"``."""
+        """A short label for logs: ``"97"``, ``"3+94/detached"``, ``"48@24px"``, ``"48/avg2"`` (the
+        average's first update after step 2)."""
         return "+".join(f"{s.steps}{'' if s.whiten_bias else '/detached'}"
-                        f"{'' if s.image_size == 32 else f'@{s.image_size}px'}" for s in self.segments)
+                        f"{'' if s.image_size == 32 else f'@{s.image_size}px'}"
+                        f"{f'/avg{s.averages[0]}' if s.averages else ''}" for s in self.segments)
 
 
 def full_epoch(steps_per_epoch: int) -> EpochSpec:
@@ -95,7 +105,8 @@ def epoch_plan(config: ml_collections.ConfigDict, derived: Derived) -> list[Epoc
 
     Epoch ``e`` runs ``min(S, T - e·S)`` steps (``S`` steps per epoch, ``T`` the run's total,
     :func:`speedrun.config.total_train_steps`); it is cut where the whitening bias stops training
-    (:func:`whiten_bias_steps`) and takes the epoch's image size (:func:`image_sizes`).
+    (:func:`whiten_bias_steps`) and takes the epoch's image size (:func:`image_sizes`); each
+    segment lists the steps after which the model average updates (:func:`place_averages`).
     """
     S, T = derived.steps_per_epoch, derived.total_steps
     freeze = whiten_bias_steps(config, derived)
@@ -109,7 +120,22 @@ def epoch_plan(config: ml_collections.ConfigDict, derived: Derived) -> list[Epoc
         plan.append(EpochSpec(tuple(
             Segment(b - a, whiten_bias=freeze is None or a < freeze, image_size=sizes[e])
             for a, b in zip(cuts[:-1], cuts[1:])), final_average and e == config.epochs - 1))
-    return plan
+    return place_averages(plan, step_lib.averaging(config, T))
+
+
+def place_averages(plan: Sequence[EpochSpec], averaging) -> list[EpochSpec]:
+    """``plan`` (epochs from run step 0) with each segment's ``averages``: where
+    ``averaging`` (:class:`speedrun.train.step.Averaging`, or ``None``: none) updates."""
+    if averaging is None:
+        return list(plan)
+    out, start = [], 0
+    for spec in plan:
+        segs = []
+        for s in spec.segments:
+            segs.append(dataclasses.replace(s, averages=averaging.positions(start, s.steps)))
+            start += s.steps
+        out.append(dataclasses.replace(spec, segments=tuple(segs)))
+    return out
 
 
 def distinct(plan: Sequence[EpochSpec]) -> list[EpochSpec]:

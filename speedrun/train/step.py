@@ -1,4 +1,5 @@
-"""One training step: loss, gradient, optimizer update and model averaging of one batch.
+"""One training step: loss, gradient and optimizer update of one batch; and the record's model
+averaging (:class:`Averaging`), which the epoch runs only after the steps that average.
 
 Read :func:`train_step` first: it is the whole algorithm of every record, top to bottom, as in
 airbench's loop body or flax/examples/imagenet's ``train_step``.
@@ -6,6 +7,7 @@ airbench's loop body or flax/examples/imagenet's ``train_step``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -28,14 +30,14 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) 
 
 
 def train_step(state: TrainState, constants: dict, x: jax.Array, y: jax.Array, key: jax.Array | None, *,
-               model, tx: optax.GradientTransformation, average: Callable, label_smoothing: float,
+               model, tx: optax.GradientTransformation, label_smoothing: float,
                axis_name: str | None = None, detach: tuple[str, ...] = (),
                static_scale: float | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
     """One step on a normalised, augmented batch ``x (B, H, W, 3)`` (compute dtype), ``y (B,) int32``.
 
-    ``key``: the ``"dropout"`` PRNG stream (stochastic depth; other nets ignore it). ``average``:
-    :func:`averaging`. ``axis_name``: one replica of a data-parallel step inside ``jax.shard_map``
-    (:mod:`speedrun.system.parallel`): the loss, batch-norm statistics and metrics are
+    ``key``: the ``"dropout"`` PRNG stream (stochastic depth; other nets ignore it); the model
+    average (``state.ema``) is not touched here (:class:`Averaging`). ``axis_name``: one replica
+    of a data-parallel step inside ``jax.shard_map`` (:mod:`speedrun.system.parallel`): the loss, batch-norm statistics and metrics are
     ``pmean``-ed, so the gradient is that of the global-batch mean loss and every replica applies
     the same update; ``None``: one device. The loss is the batch mean: recipes defined on a summed
     loss use a ``B`` times larger learning rate (:mod:`speedrun.optim`), the same update.
@@ -72,9 +74,8 @@ def train_step(state: TrainState, constants: dict, x: jax.Array, y: jax.Array, k
     if loss_scale is not None:  # a skipped step: the float state the update wrote stays as it was
         params, batch_stats, opt_state = precision.keep_if_finite(
             finite, (params, batch_stats, opt_state), (state.params, state.batch_stats, state.opt_state))
-    ema, net = average(state.ema, {"params": params, "batch_stats": batch_stats}, state.step)
-    new = state.replace(step=state.step + 1, params=net["params"], batch_stats=net["batch_stats"],
-                        opt_state=opt_state, ema=ema, loss_scale=loss_scale)
+    new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+                        loss_scale=loss_scale)
     metrics = {"loss": loss, "acc": parallel.pmean(jnp.mean(logits.argmax(-1) == y), axis_name)}
     if loss_scale is not None:
         metrics.update(finite=finite, loss_scale=loss_scale.scale)
@@ -89,17 +90,47 @@ def with_health(state: TrainState, loss: jax.Array, step: jax.Array, applied: ja
     return state.replace(health=state_lib.update_health(state.health, loss, step, applied))
 
 
-def averaging(config: ml_collections.ConfigDict, total_steps: int | None = None) -> Callable:
-    """The record's model averaging: ``average(avg, net, step) -> (avg, net)``, with ``net`` the
-    ``{"params", "batch_stats"}`` pytree just updated, ``avg`` the average carried in
-    ``TrainState.ema`` and ``step`` the int32 index of the step just taken (0 for the first).
+@dataclasses.dataclass(frozen=True)
+class Averaging:
+    """A record's model average, updated after the steps ``c = first, first + every, ...``
+    (``c`` counts the steps taken, 1 after the first) and after no other: the epoch places each
+    update statically (:meth:`positions`, :meth:`speedrun.train.epoch.EpochParts.run`), so no
+    step computes, blends or selects anything of the average.
 
-    - ``config.ema.enabled``: Page's EMA (:func:`speedrun.optim.ema.ema_update`), debiased unless
-      ``config.ema.debias`` is False, the net unchanged;
+    ``mix(avg, net, count) -> (avg, net)``: the update, with ``avg`` the average carried in
+    ``TrainState.ema``, ``net`` the ``{"params", "batch_stats"}`` just updated by the optimizer and
+    ``count`` the int32 ``TrainState.step`` after the step.
+    """
+
+    every: int
+    first: int
+    mix: Callable = dataclasses.field(compare=False, repr=False)
+
+    def positions(self, start: int, steps: int) -> tuple[int, ...]:
+        """The 1-based positions within the ``steps`` steps after run step ``start`` (0-based, the
+        steps taken before them) after which the average updates."""
+        c = self.first if start < self.first else start + 1 + (self.first - start - 1) % self.every
+        return tuple(range(c - start, steps + 1, self.every))
+
+    def apply(self, state: TrainState) -> TrainState:
+        """``state`` after the update (its ``step`` the count of steps taken)."""
+        ema, net = self.mix(state.ema, {"params": state.params, "batch_stats": state.batch_stats}, state.step)
+        return state.replace(params=net["params"], batch_stats=net["batch_stats"], ema=ema)
+
+
+def averaging(config: ml_collections.ConfigDict, total_steps: int | None = None) -> Averaging | None:
+    """The record's model averaging (:class:`Averaging`), or ``None`` without one:
+
+    - ``config.ema.enabled``: Page's EMA (:func:`speedrun.optim.ema.ema_update` after the steps of
+      index ``0, every, 2·every, ...``: ``first = 1``), debiased unless ``config.ema.debias`` is
+      False, the net unchanged;
     - ``config.lookahead.enabled``: airbench's lookahead (:func:`speedrun.optim.lookahead.update`
-      with ``count = step + 1``), which writes the average into the net on its update steps;
-    - neither (or no such config block): no average: ``avg`` stays ``None`` (nothing is carried;
-      a state built with one gets the net).
+      after the counts ``every, 2·every, ...``), which writes the average into the net;
+    - neither (or no such config block): ``None``; nothing is carried (``TrainState.ema`` is
+      ``None``, :func:`averages`).
+
+    The rates (``ema.momentum``, ``lookahead.decay_*``) may be traced floats (sweeps); ``every`` is
+    static.
 
     Raises:
       ValueError: both enabled (both write the evaluated model), or lookahead without ``total_steps``.
@@ -110,14 +141,16 @@ def averaging(config: ml_collections.ConfigDict, total_steps: int | None = None)
         raise ValueError("config.ema.enabled and config.lookahead.enabled are exclusive (both write the "
                          "evaluated model) — disable one, e.g. --config.ema.enabled=False")
     if use_ema:
-        debias = ema.get("debias", True)
-        return lambda avg, net, step: (ema_lib.ema_update(avg, net, step, ema.momentum, ema.every, debias), net)
+        debias, every = ema.get("debias", True), int(ema.every)
+        return Averaging(every, 1, lambda avg, net, count: (
+            ema_lib.ema_update(avg, net, count - 1, ema.momentum, every, debias), net))
     if use_la:
         if total_steps is None:
             raise ValueError("lookahead needs total_steps (speedrun.config.derived)")
-        return lambda avg, net, step: lookahead_lib.update(avg, net, step + 1, total_steps, la.every,
-                                                           la.decay_base, la.decay_pow)
-    return lambda avg, net, step: (None if avg is None else net, net)  # a state built with an average mirrors the net
+        every = int(la.every)
+        return Averaging(every, every, lambda avg, net, count: lookahead_lib.update(
+            avg, net, count, total_steps, every, la.decay_base, la.decay_pow))
+    return None
 
 
 def averages(config: ml_collections.ConfigDict) -> bool:
@@ -128,12 +161,13 @@ def averages(config: ml_collections.ConfigDict) -> bool:
 def step_fn(model, tx, config: ml_collections.ConfigDict, total_steps: int | None = None,
             axis_name: str | None = None, detach: tuple[str, ...] = (),
             static_scale: float | None = None) -> Callable[..., Any]:
-    """:func:`train_step` with the record's model, optimizer, averaging and label smoothing bound:
-    ``step(state, constants, x, y, key=None) -> (state, metrics)``."""
-    average = averaging(config, total_steps)
+    """:func:`train_step` with the record's model, optimizer and label smoothing bound:
+    ``step(state, constants, x, y, key=None) -> (state, metrics)``; checks the record's averaging
+    (:func:`averaging`; ``total_steps`` is for it), which the epoch applies."""
+    averaging(config, total_steps)  # raises on a bad averaging config
 
     def step(state, constants, x, y, key=None):
-        return train_step(state, constants, x, y, key, model=model, tx=tx, average=average,
+        return train_step(state, constants, x, y, key, model=model, tx=tx,
                           label_smoothing=config.label_smoothing, axis_name=axis_name, detach=detach,
                           static_scale=static_scale)
 
