@@ -120,7 +120,8 @@ class ChunkCompiler:
             for c in range(0, seg.steps, self.chunk):
                 n = min(self.chunk, seg.steps - c)
                 bounds.append((a + c, a + c + n))
-                segs.append(dataclasses.replace(seg, steps=n))
+                period = parts.selection.period if parts.selection is not None else 0
+                segs.append(dataclasses.replace(seg, steps=n, phase=(seg.phase + c) % period if period else 0))
             a += seg.steps
 
         def plan(run_key, key):

@@ -16,7 +16,7 @@ from speedrun.config import Derived
 from speedrun.data import pipeline
 from speedrun.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from speedrun.system import parallel, precision
-from speedrun.train import plan as plan_lib
+from speedrun.train import plan as plan_lib, selection
 from speedrun.train.step import step_fn
 
 #: fold_in constant deriving a step's ``"dropout"`` key from its batch key (never an example position)
@@ -117,6 +117,8 @@ class EpochParts:
         self.step(plan_lib.Segment(1))  # checks the config (EMA and lookahead both on)
         self.augment = pipeline.TrainAugment(config.augment, derived.n_train, config.data.get("mean", CIFAR10_MEAN),
                                              config.data.get("std", CIFAR10_STD), policy.compute_dtype)
+        # config.select: a proxy picks each batch's kept rows (speedrun.train.selection); else None
+        self.selection = selection.build(config, derived, policy.compute_dtype, self.static_scale)
 
     def step(self, segment: plan_lib.Segment, hp=None) -> Callable:
         """The train step of ``segment``'s variant; with ``hp`` (traced hyperparameters) built from
@@ -143,12 +145,17 @@ class EpochParts:
         step, axis, augment = self.step(segment, hp), parallel.DATA_AXIS, self.augment
         size = None if segment.image_size == 32 else segment.image_size  # a resolution curriculum's epoch
 
-        def body(state, inputs):
+        def batch(inputs):
             batch_idx, draws = inputs  # (B,) dataset indices of the global batch; the step's draws
             i, d = augment.local(draws, batch_idx, axis)  # this device's share, from its own copy
             x = augment.apply(x_train, i, d, epoch, size=size)
-            return step(state, constants, x, y_train[i], jax.random.fold_in(draws.key, DROPOUT_FOLD))
+            return x, y_train[i], jax.random.fold_in(draws.key, DROPOUT_FOLD)
 
+        def body(state, inputs):
+            return step(state, constants, *batch(inputs))
+
+        if self.selection is not None:
+            return self.selection.run(step, state, constants, (idx, keys), batch, segment.phase, unroll)
         if unroll is not True:
             return jax.lax.scan(body, state, (idx, keys), unroll=unroll)
         metrics = []  # unrolled in Python: straight-line code, never a while loop (jax#12868)
