@@ -25,8 +25,9 @@
 # Steps, in order: bench of airbench94_muon, airbench94, 94pct_26s (full data shape: the bundled
 # subset tiled to 50000 training rows, --no_epoch_eval, N seeds); ./run.sh profile airbench94_muon
 # (one 50000-row epoch, the bench's shapes, so its executables come from the cache);
-# benchmarks/vs_airbench.py (only where torch and airbench import); bench of resnet20_stacked and
-# resnet20_he2015 (2 seeds); benchmarks/precision_throughput.py; ./run.sh report of the results.
+# benchmarks/vs_airbench.py (only where torch and airbench import: train94, then train95 against
+# airbench95); bench of resnet20_stacked and resnet20_he2015, then airbench95, airbench96 and
+# airbench96_faster (2 seeds); benchmarks/precision_throughput.py; ./run.sh report of the results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,12 +90,13 @@ if [[ $SMOKE == 1 ]]; then
   PRECISION=(--data=sample --train_images=1024 --runs=1 --precisions=float32 --set model.width_mult=0.0625
              --set epochs=1 --set batch_size=256 --set whitening.num_images=1024)
   LIMIT=400; VS_PAIRS=1; VMAP=(--k 2 --scale smoke)
+  WARM=(--config.optimizer.warmup_fraction=0.2)  # one warm-up step of 5 (airbench96's 10% of 5 is none)
 else
   BENCH=(--config.data.path=sample --tile_to 50000 --no_epoch_eval --runs "$RUNS")
   SLOW=(--config.data.path=sample --tile_to 50000 --no_epoch_eval --runs 2)
   PROFILE=(--config.data.path=sample --tile_to 50000)
   PRECISION=(--record=records/airbench94_muon.py --data=sample --tile_to=50000 --runs=2)
-  LIMIT=240; VS_PAIRS=3; VMAP=(--k 8 --scale record --tile_to 50000)
+  LIMIT=240; VS_PAIRS=3; VMAP=(--k 8 --scale record --tile_to 50000); WARM=()
 fi
 
 for r in airbench94_muon airbench94 94pct_26s; do
@@ -120,11 +122,16 @@ step profile_airbench94_muon "$LIMIT" ./run.sh profile records/airbench94_muon.p
 if "$PY" -c "import torch, airbench" > /dev/null 2>&1; then
   step vs_airbench "$LIMIT" "$PY" benchmarks/vs_airbench.py --pairs "$VS_PAIRS" --data sample \
     --out "$DIR/results/vs_airbench.jsonl"
+  step vs_airbench95 "$LIMIT" "$PY" benchmarks/vs_airbench.py --airbench 95 --pairs "$VS_PAIRS" --data sample \
+    --out "$DIR/results/vs_airbench.jsonl"  # the package's train96 is another recipe than airbench96's: no pair
 else
   say "SKIP vs_airbench: torch or airbench does not import here (pip install -e '.[vs-airbench]')"
 fi
 for r in resnet20_stacked resnet20_he2015; do
   step "bench_$r" "$LIMIT" ./run.sh bench "records/$r.py" "${SLOW[@]}" --outdir "$DIR/results"
+done
+for r in airbench95 airbench96 airbench96_faster; do
+  step "bench_$r" "$LIMIT" ./run.sh bench "records/$r.py" "${SLOW[@]}" "${WARM[@]}" --outdir "$DIR/results"
 done
 step precision_throughput "$LIMIT" "$PY" benchmarks/precision_throughput.py "${PRECISION[@]}"
 step sweep_vmap "$LIMIT" "$PY" benchmarks/sweep_vmap.py "${VMAP[@]}"  # K trials as one program vs K in a row

@@ -52,7 +52,8 @@ def run_optimizer(config: ml_collections.ConfigDict, derived: Derived):
     """
     if not enabled(config):
         return optim.make_optimizer(config.optimizer, derived)
-    return select.selected_optimizer(config.optimizer, derived, select.kept_count(derived.batch_size, config.select.keep))
+    kept = select.kept_count(derived.batch_size, config.select.keep)
+    return select.selected_optimizer(config.optimizer, derived, kept)
 
 
 class Selection:
