@@ -127,11 +127,9 @@ def test_fit_trains_the_96_records_from_the_library_api(record, sample):
 
     x, y, xt, yt = sample
     for name in ("airbench96", "airbench96_faster"):
-        c = _tiny(record, epochs=1)
-        if name == "airbench96":
-            c = record(name, epochs=1, batch_size=64, eval_batch_size=128, tta_level=0, model__width_mult=0.0625,
-                       whitening_images=256)
-            c.optimizer.warmup_fraction = 0.25
+        c = record(name, epochs=1, batch_size=64, eval_batch_size=128, tta_level=0, model__width_mult=0.0625,
+                   whitening_images=256)
+        c.optimizer.warmup_fraction = 0.25
         r = speedrun.fit(c, data=(x[:256], y[:256], xt[:128], yt[:128]), seed=0)
         assert r.metrics["record"] == name and r.metrics["steps"] == 4 and 0.0 <= r.metrics["tta_acc"] <= 1.0
         assert "group3_conv3" in r.variables["params"]  # the three-convolution groups
