@@ -94,8 +94,7 @@ class Experiment:
         self.policy = precision.resolve(config.precision)
         self.model = get_model(config.model, self.policy.compute_dtype) if model is None else model
         try:  # a schedule that cannot be built for these step counts is a config problem
-            self.tx, self.lr_schedule = selection.run_optimizer(config, self.derived)  # config.select: kept rows
-            self.selection = selection.build(config, self.derived, self.policy.compute_dtype)
+            self.tx, self.lr_schedule, self.selection = selection.setup(config, self.derived, self.policy.compute_dtype)
         except ValueError as err:
             raise config_lib.ConfigError(str(err)) from err
         self.normalize = augment.normalizer(config.data.get("mean", cifar10.CIFAR10_MEAN),
@@ -127,11 +126,9 @@ class Experiment:
         return self.init_fn, whiten_fn, evaluate_fn, eval_lib.make_evaluate(self.model.apply, self.normalize, 0)
 
     def init_fn(self, key: jax.Array) -> TrainState:
-        """The uncompiled init: :func:`speedrun.train.state.init_state` of the record's model,
-        optimizer, policy and averaging from PRNG ``key``; with data selection the proxy's state too
-        (:mod:`speedrun.train.selection`)."""
-        state = init_state(self.model, self.tx, key, self.policy, step_lib.averages(self.config))
-        return state if self.selection is None else state.replace(proxy=self.selection.init(key))
+        """The uncompiled init from PRNG ``key``: :func:`speedrun.train.state.init_state` (+ the proxy's)."""
+        s = init_state(self.model, self.tx, key, self.policy, step_lib.averages(self.config))
+        return s if self.selection is None else s.replace(proxy=self.selection.init(key))
 
     def hp_values(self, hp: dict | None = None) -> dict:
         """``{key: float32 scalar}`` of the traced keys (:attr:`hparams`): ``hp``'s values where

@@ -116,3 +116,9 @@ def build(config: ml_collections.ConfigDict, derived: Derived, dtype: Any,
           static_scale: float | None = None) -> Selection | None:
     """:class:`Selection` when the record selects, else ``None``."""
     return Selection(config, derived, dtype, static_scale) if enabled(config) else None
+
+
+def setup(config: ml_collections.ConfigDict, derived: Derived, dtype: Any) -> tuple:
+    """``(tx, lr_schedule, selection)`` of a run: :func:`run_optimizer` and :func:`build` (``None``
+    without selection); the proxy without a fixed loss scale (its init needs none)."""
+    return (*run_optimizer(config, derived), build(config, derived, dtype))
