@@ -15,7 +15,8 @@
 #               others are logged as SKIP
 #   --dry_run   log every step's command (DRY lines in session.log) without running it
 #   AB_BASE=COMMIT, AB_PAIRS=N (default 1) in the environment: the A/B's base and its pairs;
-#   SESSION_BENCH_RECORDS, SESSION_AB_RECORDS, SESSION_PRECISION_RECORDS, SESSION_SLOW_RECORDS
+#   SESSION_BENCH_RECORDS, SESSION_AB_RECORDS, SESSION_PRECISION_RECORDS, SESSION_SLOW_RECORDS,
+#   SESSION_WARM_RECORDS
 #   ("name name ..."): replace the lists of records below for one session
 #
 # DIR receives session.log (one line per step: status, exit code, seconds), STEP.log (each step's
@@ -41,7 +42,8 @@
 # archive) and this tree benched in turn, AB_PAIRS times; the precision switches of
 # PRECISION_RECORDS; ab_summary; ./run.sh profile airbench94_muon (one 50000-row epoch, the bench's
 # shapes, so its executables come from the cache); benchmarks/vs_airbench.py (only where torch and
-# airbench import); bench of SLOW_RECORDS (2 seeds); benchmarks/precision_throughput.py;
+# airbench import: train94, then train95 against airbench95); bench of SLOW_RECORDS, then of
+# WARM_RECORDS with a warm-up at --smoke (2 seeds each); benchmarks/precision_throughput.py;
 # benchmarks/sweep_vmap.py; ./run.sh report of the results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +74,7 @@ read -ra BENCH_RECORDS <<< "${SESSION_BENCH_RECORDS-airbench94_muon airbench94 9
 read -ra AB_RECORDS <<< "${SESSION_AB_RECORDS-airbench94_muon airbench94}"  # the A/B against $AB_BASE
 read -ra PRECISION_RECORDS <<< "${SESSION_PRECISION_RECORDS-airbench94_muon}"  # the precision switches
 read -ra SLOW_RECORDS <<< "${SESSION_SLOW_RECORDS-resnet20_stacked resnet20_he2015}"  # 2 seeds, late
+read -ra WARM_RECORDS <<< "${SESSION_WARM_RECORDS-airbench95 airbench96 airbench96_faster}"  # 2 seeds, last
 PRECISIONS=(float16 float16_static bfloat16)
 
 mkdir -p "$DIR/results"
@@ -132,12 +135,13 @@ if [[ $SMOKE == 1 ]]; then
   PRECISION=(--data=sample --train_images=1024 --runs=1 --precisions=float32 --set model.width_mult=0.0625
              --set epochs=1 --set batch_size=256 --set whitening.num_images=1024)
   LIMIT=1200; VS_PAIRS=1; VMAP=(--k 2 --scale smoke); AB_PAIRS=${AB_PAIRS:-1}  # a loaded CPU: no step cut short
+  WARM=(--config.optimizer.warmup_fraction=0.2)  # one warm-up step of 5 (airbench96's 10% of 5 is none)
 else
   BENCH=(--config.data.path=sample --tile_to 50000 --no_epoch_eval --runs "$RUNS")
   SLOW=(--config.data.path=sample --tile_to 50000 --no_epoch_eval --runs 2)
   PROFILE=(--config.data.path=sample --tile_to 50000)
   PRECISION=(--record=records/airbench94_muon.py --data=sample --tile_to=50000 --runs=2)
-  LIMIT=240; VS_PAIRS=3; VMAP=(--k 8 --scale record --tile_to 50000); AB_PAIRS=${AB_PAIRS:-1}
+  LIMIT=240; VS_PAIRS=3; VMAP=(--k 8 --scale record --tile_to 50000); AB_PAIRS=${AB_PAIRS:-1}; WARM=()
 fi
 
 for r in "${BENCH_RECORDS[@]}"; do
@@ -174,11 +178,16 @@ step profile_airbench94_muon "$LIMIT" ./run.sh profile records/airbench94_muon.p
 if "$PY" -c "import torch, airbench" > /dev/null 2>&1; then
   step vs_airbench "$LIMIT" "$PY" benchmarks/vs_airbench.py --pairs "$VS_PAIRS" --data sample \
     --out "$DIR/results/vs_airbench.jsonl"
+  step vs_airbench95 "$LIMIT" "$PY" benchmarks/vs_airbench.py --airbench 95 --pairs "$VS_PAIRS" --data sample \
+    --out "$DIR/results/vs_airbench.jsonl"  # the package's train96 is another recipe than airbench96's: no pair
 else
   say "SKIP vs_airbench: torch or airbench does not import here (pip install -e '.[vs-airbench]')"
 fi
 for r in "${SLOW_RECORDS[@]}"; do
   step "bench_$r" "$LIMIT" ./run.sh bench "records/$r.py" "${SLOW[@]}" --outdir "$DIR/results"
+done
+for r in "${WARM_RECORDS[@]}"; do
+  step "bench_$r" "$LIMIT" ./run.sh bench "records/$r.py" "${SLOW[@]}" "${WARM[@]}" --outdir "$DIR/results"
 done
 step precision_throughput "$LIMIT" "$PY" benchmarks/precision_throughput.py "${PRECISION[@]}"
 step sweep_vmap "$LIMIT" "$PY" benchmarks/sweep_vmap.py "${VMAP[@]}"  # K trials as one program vs K in a row

@@ -118,37 +118,45 @@ def full_shape_arrays(arrays: tuple) -> tuple[tuple, str | None]:
     return (x_train, y_train, x_test, y_test), note
 
 
-class Airbench:
-    """airbench94 from the PyPI package, on data written where its loader looks for it
-    (``{dir}/cifar10/{train,test}.pt``, the layout ``airbench.CifarLoader`` caches to)."""
+#: the package's trainers that run the recipe of a record here: ``--airbench N`` -> (trainer, record).
+#: Its ``train95`` is ``legacy/airbench95.py``'s recipe; its ``train96`` is not ``legacy/airbench96.py``'s
+#: (40 epochs, widths 128/512/512, wd 0.0153, BN momentum 0.6, the 0.23/0.07 triangle), so it has no pair.
+REFERENCES = {94: ("train94", "airbench94.py"), 95: ("train95", "airbench95.py")}
 
-    def __init__(self, arrays: tuple, workdir: str):
+
+class Airbench:
+    """airbench94 (or ``train{n}``, :data:`REFERENCES`) from the PyPI package, on data written
+    where its loader looks for it (``{dir}/cifar10/{train,test}.pt``, the layout
+    ``airbench.CifarLoader`` caches to)."""
+
+    def __init__(self, arrays: tuple, workdir: str, n: int = 94):
         import airbench
         import torch
-        from airbench import lib_airbench94
 
-        self.airbench, self.workdir = airbench, workdir
+        lib = importlib.import_module(f"airbench.lib_airbench{n}")  # that trainer's hyp
+        self.airbench, self.workdir, self.train = airbench, workdir, getattr(airbench, REFERENCES[n][0])
         folder = Path(workdir) / "cifar10"
         folder.mkdir(parents=True, exist_ok=True)
         classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
         for name, (x, y) in (("train.pt", arrays[:2]), ("test.pt", arrays[2:])):
             torch.save({"images": torch.from_numpy(x), "labels": torch.from_numpy(y.astype("int64")),
                         "classes": classes}, folder / name)
-        hyp = lib_airbench94.hyp
+        hyp = lib.hyp
         with contextlib.chdir(workdir):
             self.loader = airbench.CifarLoader("cifar10", train=True, batch_size=hyp["opt"]["batch_size"],
                                                aug=hyp["aug"], altflip=True)
 
     def run(self, run_index: int) -> dict[str, float]:
-        """One airbench94 training (its ``train94`` defaults) on this loader; returns airbench's own
+        """One training by the package's trainer (``train94`` or ``train95``, its defaults) on this
+        loader; returns airbench's own
         ``{"tta_acc", "time_s"}`` (:func:`parse_airbench_eval`)."""
         out = io.StringIO()
         with contextlib.chdir(self.workdir), contextlib.redirect_stdout(out):
-            self.airbench.train94(self.loader, run=run_index, verbose=True)
+            self.train(self.loader, run=run_index, verbose=True)
         return parse_airbench_eval(out.getvalue())
 
 
-def compare(pairs: int, data_path: str | None, record: str) -> dict[str, Any]:
+def compare(pairs: int, data_path: str | None, record: str, n: int = 94) -> dict[str, Any]:
     """Alternate airbench (A) and this project's record (B) ``pairs`` times after one untimed run of
     each; returns per-pair times, accuracies and ratios (B / A) and the median ratio."""
     import jax
@@ -164,7 +172,7 @@ def compare(pairs: int, data_path: str | None, record: str) -> dict[str, Any]:
     exp = Experiment(cfg, arrays)
     print(f"# {cfg.name}: compiled in {exp.compile_time_s:.1f} s (excluded)")
     with tempfile.TemporaryDirectory() as tmp:
-        ab = Airbench(arrays, tmp)
+        ab = Airbench(arrays, tmp, n)
         ab.run(0)  # warm-up: cuDNN autotuning
         exp.run(0, per_epoch_eval=False)  # warm-up: first-call costs
         rows = []
@@ -179,7 +187,7 @@ def compare(pairs: int, data_path: str | None, record: str) -> dict[str, Any]:
                   f"{b['train_time_s']:.3f} s ({b['tta_acc']:.4f})  ratio speedrun/airbench {row['ratio']:.3f}")
     import torch
 
-    return {"kind": "vs_airbench", "record": cfg.name, "pairs": rows,
+    return {"kind": "vs_airbench", "record": cfg.name, "trainer": REFERENCES[n][0], "pairs": rows,
             "median_ratio": statistics.median(r["ratio"] for r in rows),
             "data_note": note, "device": runlog.device_description(),
             "torch_device": torch.cuda.get_device_name(0), "torch": torch.__version__,
@@ -196,7 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Time airbench94 (PyPI airbench 0.1.8) against records/airbench94.py.")
     p.add_argument("--pairs", type=int, default=5, help="A B pairs after the warm-up (default 5)")
     p.add_argument("--data", default=None, help="CIFAR-10 location (speedrun.data.load_cifar10; default the cache)")
-    p.add_argument("--record", default=str(ROOT / "records" / "airbench94.py"))
+    p.add_argument("--airbench", type=int, choices=sorted(REFERENCES), default=94,
+                   help="the package's trainer: 94 (train94) or 95 (train95, with records/airbench95.py)")
+    p.add_argument("--record", default=None, help="default: the record of --airbench's recipe")
     p.add_argument("--out", help="append the result as one JSON line to this file")
     args = p.parse_args(argv)
     if args.pairs < 1:
@@ -207,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in reasons:
             print(f"  - {r}")
         return 0
-    result = compare(args.pairs, args.data, args.record)
+    result = compare(args.pairs, args.data, args.record or str(ROOT / "records" / REFERENCES[args.airbench][1]),
+                     args.airbench)
     print(f"median ratio speedrun/airbench over {args.pairs} pairs: {result['median_ratio']:.3f} "
           f"(below 1: this project is faster) on {result['torch_device']}")
     print(json.dumps(result))

@@ -148,6 +148,37 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None, 
     if num_devices is not None:  # the rule of speedrun.system.parallel.per_device_batch, with a pasteable fix
         _divides("batch_size", config.batch_size, num_devices, ghost)
         _divides("eval_batch_size", config.eval_batch_size, num_devices, None)
+    _check_select(config, num_devices)
+
+
+#: optimizers whose decay is ``weight_decay · batch_size``: the ones data selection can rescale
+#: (:func:`speedrun.train.select.selected_optimizer`)
+SELECT_OPTIMIZERS = ("airbench_sgd", "airbench_muon", "hiverge_muon")
+
+
+def _check_select(config: ml_collections.ConfigDict, num_devices: int | None) -> None:
+    """``config.select`` (data selection, docs/selection.md), when enabled: ``keep`` in (0, 1] keeping
+    at least one row and, over the devices, the same number on each; ``period`` a positive integer;
+    an optimizer of :data:`SELECT_OPTIMIZERS`."""
+    sel = config.get("select")
+    if sel is None or not sel.get("enabled", False):
+        return
+    keep, period = sel.get("keep"), sel.get("period")
+    kept = int(round(keep * config.batch_size)) if isinstance(keep, (int, float)) else 0
+    if not isinstance(keep, (int, float)) or not 0 < keep <= 1 or kept < 1:
+        raise _fail("select.keep", keep, f"the kept fraction of each batch of {config.batch_size} must be in (0, 1] "
+                    "and keep at least one row — pass e.g. --config.select.keep=0.5")
+    if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+        raise _fail("select.period", period, "steps per proxy update must be a positive integer — pass e.g. "
+                    "--config.select.period=4")
+    if num_devices is not None and kept % num_devices:
+        raise _fail("select.keep", keep, f"it keeps {kept} rows of each batch, not divisible by the {num_devices} "
+                    f"devices — pass a keep whose round(keep · {config.batch_size}) they divide, e.g. "
+                    f"--config.select.keep={num_devices * max(1, kept // num_devices) / config.batch_size:g}")
+    name = config.get("optimizer", {}).get("name")
+    if name not in SELECT_OPTIMIZERS:
+        raise _fail("optimizer.name", name, f"data selection rescales the optimizer for the kept rows only for "
+                    f"{', '.join(SELECT_OPTIMIZERS)} — use one of them or --config.select.enabled=false")
 
 
 #: Side of the images, pixels: CIFAR-10's 32 (every model here takes ``(N, 32, 32, 3)``).

@@ -34,7 +34,7 @@ def _lists():
 
 def test_the_record_lists_are_in_one_place_and_exist():
     lists = _lists()
-    assert set(lists) == {"BENCH_RECORDS", "AB_RECORDS", "PRECISION_RECORDS", "SLOW_RECORDS"}
+    assert set(lists) == {"BENCH_RECORDS", "AB_RECORDS", "PRECISION_RECORDS", "SLOW_RECORDS", "WARM_RECORDS"}
     for names in lists.values():
         assert names and all((ROOT / "records" / f"{n}.py").is_file() for n in names), names
 
@@ -49,7 +49,7 @@ def test_dry_run_lists_every_step_in_order(tmp_path):
                 + [f"precision_{p}_{r}" for r in lists["PRECISION_RECORDS"] for p in ("float16", "float16_static", "bfloat16")]
                 + ["ab_summary", "profile_airbench94_muon"])
     assert steps[:len(expected)] == expected
-    slow = [f"bench_{r}" for r in lists["SLOW_RECORDS"]]
+    slow = [f"bench_{r}" for r in lists["SLOW_RECORDS"] + lists["WARM_RECORDS"]]
     assert steps[-len(slow) - 3:] == slow + ["precision_throughput", "sweep_vmap", "report"]
     assert "FAILED" not in log
     # the A/B base is the hot-path work's base commit, benched from its own checkout

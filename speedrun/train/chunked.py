@@ -128,10 +128,11 @@ class ChunkCompiler:
         bounds, segs, a = [], [], 0
         every = parts.averaging.every if parts.averaging is not None else 0
         for seg in spec.segments:
+            period = parts.selection.period if parts.selection is not None else 0
             cuts = chunk_starts(seg, self.chunk, every)
             for c, d in zip(cuts, cuts[1:] + [seg.steps]):
                 bounds.append((a + c, a + d))
-                segs.append(seg.part(c, d - c))
+                segs.append(seg.part(c, d - c, period))
             a += seg.steps
 
         def plan(run_key, key):

@@ -16,7 +16,7 @@ from speedrun.config import Derived
 from speedrun.data import pipeline
 from speedrun.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD
 from speedrun.system import parallel, precision
-from speedrun.train import plan as plan_lib
+from speedrun.train import plan as plan_lib, selection
 from speedrun.train.select import _loop  # lax.scan, or with unroll=True a Python loop
 from speedrun.train.step import averaging, step_fn
 
@@ -119,6 +119,8 @@ class EpochParts:
         self.averaging = averaging(config, derived.total_steps)  # every, first: static
         self.augment = pipeline.TrainAugment(config.augment, derived.n_train, config.data.get("mean", CIFAR10_MEAN),
                                              config.data.get("std", CIFAR10_STD), policy.compute_dtype)
+        # config.select: a proxy picks each batch's kept rows (speedrun.train.selection); else None
+        self.selection = selection.build(config, derived, policy.compute_dtype, self.static_scale)
 
     def step(self, segment: plan_lib.Segment, hp=None) -> Callable:
         """The train step of ``segment``'s variant; with ``hp`` (traced hyperparameters) built from
@@ -159,32 +161,46 @@ class EpochParts:
         step, axis, augment = self.step(segment, hp), parallel.DATA_AXIS, self.augment
         size = None if segment.image_size == 32 else segment.image_size  # a resolution curriculum's epoch
 
-        def body(state, inputs):
+        def batch(inputs):
             batch_idx, draws = inputs  # (B,) dataset indices of the global batch; the step's draws
             i, d = augment.local(draws, batch_idx, axis)  # this device's share, from its own copy
             x = augment.apply(x_train, i, d, epoch, size=size)
-            return step(state, constants, x, y_train[i], jax.random.fold_in(draws.key, DROPOUT_FOLD))
+            return x, y_train[i], jax.random.fold_in(draws.key, DROPOUT_FOLD)
+
+        def body(state, inputs):
+            return step(state, constants, *batch(inputs))
+
+        def steps(state, rows, offset):  # the rows' steps, from `offset` steps into the segment
+            if self.selection is None:
+                return _loop(body, state, rows, unroll)
+            phase = (segment.phase + offset) % self.selection.period  # static: the proxy's steps
+            return self.selection.run(step, state, constants, rows, batch, phase, unroll)
 
         rows = (idx, keys)
         pos = segment.averages
         if not pos:
-            return _loop(body, state, rows, unroll)
+            return steps(state, rows, 0)
         average, every = self.average(hp), self.averaging.every
         cut = lambda a, b: jax.tree.map(lambda r: r[a:b], rows)  # noqa: E731
-        state, head = _loop(body, state, cut(0, pos[0]), unroll)
+        state, head = steps(state, cut(0, pos[0]), 0)
         state, out = average.apply(state), [head]
-        if len(pos) > 1:  # groups of `every` steps, the average's update after each
-            g = len(pos) - 1
+        g = len(pos) - 1  # groups of `every` steps, the average's update after each
+        if g and (self.selection is None or every % self.selection.period == 0):  # one program for all
             grouped = jax.tree.map(lambda r: r.reshape((g, every) + r.shape[1:]), cut(pos[0], pos[-1]))
 
             def group(state, inputs):
-                state, m = _loop(body, state, inputs, unroll)
+                state, m = steps(state, inputs, pos[0])
                 return average.apply(state), m
 
             state, m = _loop(group, state, grouped, unroll)
             out.append(jax.tree.map(lambda a: a.reshape((g * every,) + a.shape[2:]), m))
+        else:  # the proxy's phase moves from group to group: each group is its own program
+            for a in pos[:-1]:
+                state, m = steps(state, cut(a, a + every), a)
+                state = average.apply(state)
+                out.append(m)
         if pos[-1] < len(idx):
-            state, tail = _loop(body, state, cut(pos[-1], len(idx)), unroll)
+            state, tail = steps(state, cut(pos[-1], len(idx)), pos[-1])
             out.append(tail)
         return state, jax.tree.map(lambda *a: jnp.concatenate(a), *out)
 

@@ -15,12 +15,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from speedrun import config as config_lib, evaluate as eval_lib, optim
+from speedrun import config as config_lib, evaluate as eval_lib
 from speedrun.data import augment, cifar10, pipeline
 from speedrun.measure import flops, runlog
 from speedrun.models import get_model
 from speedrun.system import parallel, precision
-from speedrun.train import chunked, plan as plan_lib, programs, step as step_lib
+from speedrun.train import chunked, plan as plan_lib, programs, selection, step as step_lib
 from speedrun.train.state import TrainState, check_health, constants_fn, evaluated, init_state
 
 TABLE_COLUMNS = [("epoch", "d"), ("train_loss", ".4f"), ("train_acc", ".4f"), ("test_acc", ".4f"),
@@ -94,7 +94,7 @@ class Experiment:
         self.policy = precision.resolve(config.precision)
         self.model = get_model(config.model, self.policy.compute_dtype) if model is None else model
         try:  # a schedule that cannot be built for these step counts is a config problem
-            self.tx, self.lr_schedule = optim.make_optimizer(config.optimizer, self.derived)
+            self.tx, self.lr_schedule, self.selection = selection.setup(config, self.derived, self.policy.compute_dtype)
         except ValueError as err:
             raise config_lib.ConfigError(str(err)) from err
         self.normalize = augment.normalizer(config.data.get("mean", cifar10.CIFAR10_MEAN),
@@ -126,9 +126,9 @@ class Experiment:
         return self.init_fn, whiten_fn, evaluate_fn, eval_lib.make_evaluate(self.model.apply, self.normalize, 0)
 
     def init_fn(self, key: jax.Array) -> TrainState:
-        """The uncompiled init: :func:`speedrun.train.state.init_state` of the record's model,
-        optimizer, policy and averaging from PRNG ``key``."""
-        return init_state(self.model, self.tx, key, self.policy, step_lib.averages(self.config))
+        """The uncompiled init from PRNG ``key``: :func:`speedrun.train.state.init_state` (+ the proxy's)."""
+        s = init_state(self.model, self.tx, key, self.policy, step_lib.averages(self.config))
+        return s if self.selection is None else s.replace(proxy=self.selection.init(key))
 
     def hp_values(self, hp: dict | None = None) -> dict:
         """``{key: float32 scalar}`` of the traced keys (:attr:`hparams`): ``hp``'s values where
@@ -140,7 +140,7 @@ class Experiment:
     def retrace(self, hp: dict) -> tuple:
         """``(config, tx)`` with the traced values ``hp`` substituted (sweeps that compile once)."""
         cfg = self._hparams_lib.substitute(self.config, hp)
-        return cfg, optim.make_optimizer(cfg.optimizer, self.derived)[0]
+        return cfg, selection.run_optimizer(cfg, self.derived)[0]
 
     def _compile_all(self) -> None:
         rep = parallel.replicated(self.mesh)

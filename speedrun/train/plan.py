@@ -6,7 +6,9 @@ sources' ``requires_grad = False``), and the image size of a resolution curricul
 fixed by the config and the data size before anything compiles; each distinct epoch
 (:class:`EpochSpec`) is compiled once, ahead of time, and the host picks the program per epoch —
 so no step carries a conditional, and the last epoch of airbench94's 9.9 is a shorter program of
-its own rather than a ``lax.cond`` on every step.
+its own rather than a ``lax.cond`` on every step. With data selection (``config.select``) a segment
+also carries its first step's phase in the proxy's period (:mod:`speedrun.train.select`), which
+fixes statically the steps on which the proxy trains.
 """
 
 from __future__ import annotations
@@ -26,21 +28,26 @@ class Segment:
     """``steps`` consecutive steps of one variant: ``whiten_bias`` (bool) the whitening bias is
     differentiated and trained; ``image_size`` (px) the size the augmented 32-px batch is
     resampled to (32: unchanged); ``averages``: the 1-based positions of the steps after which
-    the model average updates (:class:`speedrun.train.step.Averaging`; evenly spaced)."""
+    the model average updates (:class:`speedrun.train.step.Averaging`; evenly spaced); ``phase``:
+    the run step of its first step modulo the data selection's proxy period (0 without selection;
+    the proxy trains at the multiples of the period)."""
 
     steps: int
     whiten_bias: bool = True
     image_size: int = 32
     averages: tuple[int, ...] = ()
+    phase: int = 0
 
-    def variant(self) -> tuple[bool, int]:
+    def variant(self) -> tuple[bool, int, int]:
         """What the segment's step program depends on besides its length and averages."""
-        return self.whiten_bias, self.image_size
+        return self.whiten_bias, self.image_size, self.phase
 
-    def part(self, offset: int, steps: int) -> "Segment":
-        """Its ``steps`` steps after the first ``offset`` (a chunk of it), with their averages."""
+    def part(self, offset: int, steps: int, period: int = 0) -> "Segment":
+        """Its ``steps`` steps after the first ``offset`` (a chunk of it), with their averages and,
+        for a proxy ``period`` (0: no selection), their phase."""
         return dataclasses.replace(self, steps=steps, averages=tuple(
-            p - offset for p in self.averages if offset < p <= offset + steps))
+            p - offset for p in self.averages if offset < p <= offset + steps),
+            phase=(self.phase + offset) % period if period else 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +69,8 @@ class EpochSpec:
         average's first update after step 2)."""
         return "+".join(f"{s.steps}{'' if s.whiten_bias else '/detached'}"
                         f"{'' if s.image_size == 32 else f'@{s.image_size}px'}"
-                        f"{f'/avg{s.averages[0]}' if s.averages else ''}" for s in self.segments)
+                        f"{f'/avg{s.averages[0]}' if s.averages else ''}"
+                        f"{f'~{s.phase}' if s.phase else ''}" for s in self.segments)
 
 
 def full_epoch(steps_per_epoch: int) -> EpochSpec:
@@ -106,10 +114,13 @@ def epoch_plan(config: ml_collections.ConfigDict, derived: Derived) -> list[Epoc
     Epoch ``e`` runs ``min(S, T - e·S)`` steps (``S`` steps per epoch, ``T`` the run's total,
     :func:`speedrun.config.total_train_steps`); it is cut where the whitening bias stops training
     (:func:`whiten_bias_steps`) and takes the epoch's image size (:func:`image_sizes`); each
-    segment lists the steps after which the model average updates (:func:`place_averages`).
+    segment lists the steps after which the model average updates (:func:`place_averages`); with
+    data selection each segment's ``phase`` is its first run step modulo ``config.select.period``.
     """
     S, T = derived.steps_per_epoch, derived.total_steps
     freeze = whiten_bias_steps(config, derived)
+    sel = config.get("select")
+    period = int(sel.period) if sel is not None and sel.get("enabled", False) else 0
     sizes = image_sizes(config)
     la = config.get("lookahead")
     final_average = la is not None and la.enabled
@@ -118,7 +129,8 @@ def epoch_plan(config: ml_collections.ConfigDict, derived: Derived) -> list[Epoc
         start, stop = e * S, min((e + 1) * S, T)
         cuts = sorted({start, stop} | ({freeze} if freeze is not None and start < freeze < stop else set()))
         plan.append(EpochSpec(tuple(
-            Segment(b - a, whiten_bias=freeze is None or a < freeze, image_size=sizes[e])
+            Segment(b - a, whiten_bias=freeze is None or a < freeze, image_size=sizes[e],
+                    phase=a % period if period else 0)
             for a, b in zip(cuts[:-1], cuts[1:])), final_average and e == config.epochs - 1))
     return place_averages(plan, step_lib.averaging(config, T))
 

@@ -27,6 +27,7 @@ then a shorter last one — all sizes static.
 
 Data parallel (inside ``jax.shard_map``): each device keeps the top ``k/D`` rows of its share of
 the batch; the proxy's loss, gradient and batch statistics are ``pmean``-ed like the main step's.
+A run selects through ``config.select`` (:mod:`speedrun.train.selection`, docs/selection.md).
 """
 
 from __future__ import annotations

@@ -36,6 +36,8 @@ class TrainState:
         (:func:`speedrun.data.augment.fixed_flip_mask`); ``None`` when built without one.
       health: the divergence record (:func:`init_health`, :func:`update_health`); ``None``: not
         tracked.
+      proxy: the data-selection proxy's :class:`speedrun.train.select.ProxyState` when the record
+        selects (``config.select``, :mod:`speedrun.train.selection`); else ``None``.
     """
 
     step: jax.Array
@@ -46,6 +48,7 @@ class TrainState:
     loss_scale: Any = None
     run_key: Any = None
     health: Any = None
+    proxy: Any = None
 
 
 #: fold_in constant deriving ``TrainState.run_key`` from the init key
