@@ -115,8 +115,9 @@ def averaging(config: ml_collections.ConfigDict, total_steps: int | None = None)
     if use_la:
         if total_steps is None:
             raise ValueError("lookahead needs total_steps (speedrun.config.derived)")
+        start = lookahead_lib.tail_start(config, total_steps)  # E1's tail; 0: airbench's from the start
         return lambda avg, net, step: lookahead_lib.update(avg, net, step + 1, total_steps, la.every,
-                                                           la.decay_base, la.decay_pow)
+                                                           la.decay_base, la.decay_pow, start)
     return lambda avg, net, step: (None if avg is None else net, net)  # a state built with an average mirrors the net
 
 
