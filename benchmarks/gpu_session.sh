@@ -22,8 +22,8 @@
 # GPU and JAX: unpack jax_cache.tar.gz, carry the folder and point this at it), else DIR/jax_cache.
 # The same folder is given to the scripts that do not go through ./run.sh (JAX_COMPILATION_CACHE_DIR).
 #
-# Steps, in order: bench of airbench94_muon, airbench94, 94pct_26s (full data shape: the bundled
-# subset tiled to 50000 training rows, --no_epoch_eval, N seeds); ./run.sh profile airbench94_muon
+# Steps, in order: bench of airbench94_muon, airbench94, 94pct_26s, hiverge94, e1_curriculum94 (full
+# data shape: the bundled subset tiled to 50000 training rows, --no_epoch_eval, N seeds); ./run.sh profile airbench94_muon
 # (one 50000-row epoch, the bench's shapes, so its executables come from the cache);
 # benchmarks/vs_airbench.py (only where torch and airbench import); bench of resnet20_stacked and
 # resnet20_he2015 (2 seeds); benchmarks/precision_throughput.py; ./run.sh report of the results.
@@ -99,6 +99,12 @@ fi
 
 for r in airbench94_muon airbench94 94pct_26s; do
   step "bench_$r" "$LIMIT" ./run.sh bench "records/$r.py" "${BENCH[@]}" --outdir "$DIR/results"
+done
+# the frontier records (hiverge94, e1_curriculum94): both clocks and the p-value are in their summaries;
+# at --smoke's one epoch E1's curriculum is cut to one size
+for r in hiverge94 e1_curriculum94; do
+  ONE=(); [[ $SMOKE == 1 && $r == e1_curriculum94 ]] && ONE=("--config.resolution=(24,)")
+  step "bench_$r" "$LIMIT" ./run.sh bench "records/$r.py" "${BENCH[@]}" ${ONE[@]+"${ONE[@]}"} --outdir "$DIR/results"
 done
 # the hot-path A/B: the epoch-plan work's base commit against this tree, same GPU, alternating, and
 # the precision switches (float16 dynamic / static scale, bfloat16) of airbench94_muon

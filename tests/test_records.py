@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORDS = sorted((ROOT / "records").glob("*.py"))
 DOCS = ROOT / "docs" / "records.md"
 MAX_LINES = 80  # every record strictly below
-DERIVED = {"airbench94_muon": "airbench94", "resnet20_stacked": "resnet20_he2015"}  # record: its base
+DERIVED = {"airbench94_muon": "airbench94", "resnet20_stacked": "resnet20_he2015", "hiverge94": "airbench94_muon",
+           "e1_curriculum94": "hiverge94"}  # record: its base
 
 
 def _anchors(markdown: str) -> set[str]:
