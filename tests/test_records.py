@@ -97,7 +97,7 @@ def test_derived_record_starts_from_its_base(name, base, monkeypatch):
     monkeypatch.setattr(config, "load_record", spy)  # the record imports it when run
     derived = runpy.run_path(str(ROOT / "records" / f"{name}.py"))["get_config"]()
     monkeypatch.undo()
-    assert loaded == [base]
+    assert loaded[0] == base  # first its base (which may load its own base)
     base_cfg, assigned = real(base), _assigned(ROOT / "records" / f"{name}.py")
     for key in config.keys(base_cfg):  # every base field the record does not reassign is the base's
         if not any(key == a or key.startswith(a + ".") for a in assigned):
