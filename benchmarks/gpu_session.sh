@@ -15,7 +15,8 @@
 #               others are logged as SKIP
 #   --dry_run   log every step's command (DRY lines in session.log) without running it
 #   AB_BASE=COMMIT, AB_PAIRS=N (default 1) in the environment: the A/B's base and its pairs;
-#   SESSION_BENCH_RECORDS, SESSION_AB_RECORDS, SESSION_PRECISION_RECORDS, SESSION_SLOW_RECORDS,
+#   SESSION_BENCH_RECORDS, SESSION_FRONTIER_RECORDS, SESSION_AB_RECORDS, SESSION_PRECISION_RECORDS,
+#   SESSION_SLOW_RECORDS,
 #   SESSION_WARM_RECORDS
 #   ("name name ..."): replace the lists of records below for one session
 #
@@ -37,7 +38,8 @@
 # The same folder is given to the scripts that do not go through ./run.sh (JAX_COMPILATION_CACHE_DIR).
 #
 # Steps, in order (the records of each: the lists below): bench of BENCH_RECORDS (full data shape:
-# the bundled subset tiled to 50000 training rows, --no_epoch_eval, N seeds); the A/B of
+# the bundled subset tiled to 50000 training rows, --no_epoch_eval, N seeds) and FRONTIER_RECORDS
+# (both clocks and the p-value in their summaries); the A/B of
 # AB_RECORDS: the commit $AB_BASE (default f12c58e, the hot-path work's base; extracted with git
 # archive) and this tree benched in turn, AB_PAIRS times; the precision switches of
 # PRECISION_RECORDS; ab_summary; ./run.sh profile airbench94_muon (one 50000-row epoch, the bench's
@@ -71,6 +73,7 @@ if [[ -z "$BUDGET" ]]; then BUDGET=$([[ $SMOKE == 1 ]] && echo 0 || echo 540); f
 
 # The records of each step: add a record to these lists (records/NAME.py), in priority order.
 read -ra BENCH_RECORDS <<< "${SESSION_BENCH_RECORDS-airbench94_muon airbench94 94pct_26s}"  # --runs seeds
+read -ra FRONTIER_RECORDS <<< "${SESSION_FRONTIER_RECORDS-hiverge94 e1_curriculum94}"  # --runs seeds
 read -ra AB_RECORDS <<< "${SESSION_AB_RECORDS-airbench94_muon airbench94}"  # the A/B against $AB_BASE
 read -ra PRECISION_RECORDS <<< "${SESSION_PRECISION_RECORDS-airbench94_muon}"  # the precision switches
 read -ra SLOW_RECORDS <<< "${SESSION_SLOW_RECORDS-resnet20_stacked resnet20_he2015}"  # 2 seeds, late
@@ -146,6 +149,12 @@ fi
 
 for r in "${BENCH_RECORDS[@]}"; do
   step "bench_$r" "$LIMIT" ./run.sh bench "records/$r.py" "${BENCH[@]}" --outdir "$DIR/results"
+done
+# the frontier records: both clocks and the p-value are in their summaries; at --smoke's one epoch
+# E1's curriculum is cut to one size
+for r in "${FRONTIER_RECORDS[@]}"; do
+  ONE=(); [[ $SMOKE == 1 && $r == e1_curriculum94 ]] && ONE=("--config.resolution=(24,)")
+  step "bench_$r" "$LIMIT" ./run.sh bench "records/$r.py" "${BENCH[@]}" ${ONE[@]+"${ONE[@]}"} --outdir "$DIR/results"
 done
 # the hot-path A/B: the epoch-plan work's base commit against this tree, same device, alternating
 # (base, head, base, head, ...: AB_PAIRS pairs), and the precision switches (float16 dynamic /

@@ -264,13 +264,15 @@ def smoke(config: ml_collections.ConfigDict, n_train: int | None = None, whiteni
     most that many images for the whitening filters. ``n_train``: the training images the smoke run
     will see; given, a record whose lr schedule has a ``warmup_fraction`` gets at least one warmup
     step (airbench94's 0.23 of 2 steps would be none, which its schedule rejects); a run too short for
-    Page's flat ``optimizer.ema_epochs`` (94pct_26s at 2 epochs) has none. The record's
+    Page's flat ``optimizer.ema_epochs`` (94pct_26s at 2 epochs) has none; a resolution curriculum keeps
+    one size per epoch (E1 at 2: 24, 32), ``optimizer.decay_epochs`` its share of the run. The record's
     arithmetic (schedules in epochs, batch-size rules) is its own.
 
     Raises:
       ConfigError: an unknown key in ``changes``.
     """
     c = copy.deepcopy(config)
+    run_epochs = c.epochs - 1 + c.get("last_epoch_fraction", 1.0)
     changes = {k.replace("__", "."): v for k, v in changes.items()}
     for key, value in {**SMOKE, **changes}.items():
         override(c, key, value)
@@ -282,6 +284,11 @@ def smoke(config: ml_collections.ConfigDict, n_train: int | None = None, whiteni
     if whitening_images is not None and c.whitening.num_images:
         c.whitening.num_images = min(c.whitening.num_images, whitening_images)
     o = c.optimizer
+    if c.get("resolution") is not None and len(c.resolution) != c.epochs and "resolution" not in changes:
+        sizes = c.resolution  # a curriculum keeps its first and last sizes, evenly picked between
+        c.resolution = tuple(sizes[round(i * (len(sizes) - 1) / max(c.epochs - 1, 1))] for i in range(c.epochs))
+    if o.get("decay_epochs") is not None and "optimizer.decay_epochs" not in changes:  # E1: its share of the run
+        o.decay_epochs = o.decay_epochs * (c.epochs - 1 + c.get("last_epoch_fraction", 1.0)) / run_epochs
     if "ema_epochs" in o and "optimizer.ema_epochs" not in changes and c.epochs - o.ema_epochs <= o.lr_peak_fraction * c.epochs:
         o.ema_epochs = 0.0
     if n_train is not None and "warmup_fraction" in c.optimizer:

@@ -34,7 +34,7 @@ def _lists():
 
 def test_the_record_lists_are_in_one_place_and_exist():
     lists = _lists()
-    assert set(lists) == {"BENCH_RECORDS", "AB_RECORDS", "PRECISION_RECORDS", "SLOW_RECORDS", "WARM_RECORDS"}
+    assert set(lists) == {"BENCH_RECORDS", "AB_RECORDS", "PRECISION_RECORDS", "SLOW_RECORDS", "WARM_RECORDS", "FRONTIER_RECORDS"}
     for names in lists.values():
         assert names and all((ROOT / "records" / f"{n}.py").is_file() for n in names), names
 
@@ -44,7 +44,7 @@ def test_dry_run_lists_every_step_in_order(tmp_path):
     assert out.returncode == 0, out.stderr
     steps = re.findall(r"\] DRY (\S+) ", log)
     lists = _lists()
-    expected = ([f"bench_{r}" for r in lists["BENCH_RECORDS"]]
+    expected = ([f"bench_{r}" for r in lists["BENCH_RECORDS"] + lists["FRONTIER_RECORDS"]]
                 + [s for r in lists["AB_RECORDS"] for s in (f"ab_base1_{r}", f"ab_head1_{r}")]
                 + [f"precision_{p}_{r}" for r in lists["PRECISION_RECORDS"] for p in ("float16", "float16_static", "bfloat16")]
                 + ["ab_summary", "profile_airbench94_muon"])

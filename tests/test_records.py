@@ -20,7 +20,8 @@ RECORDS = sorted((ROOT / "records").glob("*.py"))
 DOCS = ROOT / "docs" / "records.md"
 MAX_LINES = 80  # every record strictly below
 DERIVED = {"airbench94_muon": "airbench94", "resnet20_stacked": "resnet20_he2015", "airbench95": "airbench94",
-           "airbench96": "airbench94", "airbench96_faster": "airbench96"}  # record: its base
+           "airbench96": "airbench94", "airbench96_faster": "airbench96", "hiverge94": "airbench94_muon",
+           "e1_curriculum94": "hiverge94"}  # record: its base
 
 
 def _anchors(markdown: str) -> set[str]:

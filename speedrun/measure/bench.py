@@ -7,10 +7,12 @@ without compilation, FLOPs stated; DAWNBench: time to a target accuracy):
   (``config.seed``, ``config.seed + 1``, ...) with the same executables; every run counts the XLA
   compilations it triggered (:class:`speedrun.measure.mfu.CompileCounter`): after the first run they must be 0;
 - per run: test accuracy with and without TTA, timed seconds (whitening + epochs + final TTA
-  evaluation; compilation and per-epoch evaluation excluded), and the DAWNBench time to the
+  evaluation; compilation and per-epoch evaluation excluded; and fulcrum's rule), the DAWNBench time to the
   record's target accuracy (``config.target_acc``; :func:`speedrun.measure.stats.time_to_target`);
-- summary: tta_acc mean, std and 95% Student-t interval, share of runs at or above the target,
-  train time median/min/max, time to target, compile time, images/s, training FLOPs
+- summary: tta_acc mean, std and 95% Student-t interval, the one-sided t-test of tta_acc against the
+  target (p-value, :func:`speedrun.measure.stats.t_test_greater`), share of runs at or above the target,
+  train time and fulcrum time (``fulcrum_time_s``, evaluation excluded) median/min/max, time to target,
+  compile time, images/s, training FLOPs
   (:mod:`speedrun.measure.flops`), achieved FLOP/s, and MFU — model FLOP/s over (a) a dense matmul in the
   record's compute dtype timed in the same process (:func:`speedrun.measure.mfu.matmul_flops_per_s`) and (b)
   the datasheet peak of the GPU when its model is known (:data:`speedrun.measure.mfu.PEAK_TFLOPS`);
@@ -39,6 +41,7 @@ import numpy as np
 from speedrun.measure import resultfile, runlog, stats
 from speedrun.measure.mfu import PEAK_SOURCE, CompileCounter, datasheet_peak, gpu_model, matmul_flops_per_s
 from speedrun.measure.resultfile import device_slug, result_path, write_jsonl  # noqa: F401 (re-exported)
+from speedrun.measure.summary_table import format_summary  # noqa: F401 (re-exported)
 
 
 def tile_rows(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +108,7 @@ def run_seeds(exp, seeds: Sequence[int], target: float, per_epoch_eval: bool = T
         if log is not None:
             ttt = r["time_to_target_s"]
             log(f"seed {seed:>5d}  tta_acc {r['tta_acc']:.4f}  acc {r['acc']:.4f}  "
-                f"train {r['train_time_s']:.3f} s  to target {'-' if ttt is None else f'{ttt:.3f} s'}  "
+                f"train {r['train_time_s']:.3f} s  fulcrum {r.get('fulcrum_time_s', float('nan')):.3f} s  to target {'-' if ttt is None else f'{ttt:.3f} s'}  "
                 f"compiles {counter.count}")
     return out
 
@@ -125,7 +128,9 @@ def summarize(runs: Sequence[dict[str, Any]], target: float, compile_time_s: flo
       A JSON-ready dict: ``kind="summary"``, the record's setting (record, dataset, train/test images,
       epochs, batch size, precision, width_mult, devices, device), ``runs``, ``seeds``,
       ``target_acc``, ``tta_acc`` and ``acc`` (:func:`speedrun.measure.stats.mean_ci`), ``share_at_target``,
-      ``train_time_s`` (:func:`speedrun.measure.stats.median_min_max`, seconds), ``time_to_target_s`` (the
+      ``tta_t_test`` (:func:`speedrun.measure.stats.t_test_greater` against ``target``),
+      ``train_time_s`` and ``fulcrum_time_s`` (:func:`speedrun.measure.stats.median_min_max`, seconds;
+      the latter ``None`` where a run lacks it), ``time_to_target_s`` (the
       same over the runs that reached the target, plus ``reached``; ``None`` if none did),
       ``compile_time_s``, ``images_per_s`` (training images / median train time),
       ``flops_per_image_forward``, ``train_flops`` (per run), ``achieved_flops_per_s`` (train_flops /
@@ -162,7 +167,10 @@ def summarize(runs: Sequence[dict[str, Any]], target: float, compile_time_s: flo
         "tta_acc": stats.mean_ci((r["tta_acc"] for r in runs), bounds=stats.ACCURACY_BOUNDS),
         "acc": stats.mean_ci((r["acc"] for r in runs), bounds=stats.ACCURACY_BOUNDS),
         "share_at_target": stats.share_at_least((r["tta_acc"] for r in runs), target),
+        "tta_t_test": stats.t_test_greater((r["tta_acc"] for r in runs), target),
         "train_time_s": times,
+        "fulcrum_time_s": stats.median_min_max(r["fulcrum_time_s"] for r in runs)
+        if all("fulcrum_time_s" in r for r in runs) else None,
         "time_to_target_s": ttt,
         "compile_time_s": first["compile_time_s"] if compile_time_s is None else compile_time_s,
         "images_per_s": images / times["median"],
@@ -178,43 +186,6 @@ def summarize(runs: Sequence[dict[str, Any]], target: float, compile_time_s: flo
         "mfu_vs_peak": achieved / peak if peak else None,
         "compiles_after_first": sum(r["compiles"] for r in runs[1:] if not r.get("first_in_process")),
     }
-
-
-def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
-    return "-" if v is None else format(v * scale, spec)
-
-
-def format_summary(s: dict[str, Any]) -> str:
-    """A two-column text table of a :func:`summarize` result (what each figure is and its unit)."""
-    acc, ttt, t = s["tta_acc"], s["time_to_target_s"], s["train_time_s"]
-    ci = ("-" if acc["ci_low"] is None else f"[{acc['ci_low'] * 100:.2f}, {acc['ci_high'] * 100:.2f}]")
-    data = f"{s['dataset']} ({s['train_images']} train" + (
-        f", tiled from {s['tiled_from']}" if s.get("tiled_from") else "") + f", {s['test_images']} test)"
-    rows = [
-        ("record", f"{s['record']}  ({s['epochs']} epochs, batch {s['batch_size']}, {s['precision']}, "
-                   f"width {s['width_mult']})"),
-        ("data", data),
-        ("device", f"{s['device']}"),
-        ("runs (seeds)", f"{s['runs']} ({s['seeds'][0]}..{s['seeds'][-1]})"),
-        ("tta_acc mean ± std (%)", f"{acc['mean'] * 100:.2f} ± {acc['std'] * 100:.2f}"),
-        ("tta_acc 95% CI (%, t)", ci),
-        (f"share ≥ target {s['target_acc']:.4f}", f"{s['share_at_target'] * 100:.0f}%"),
-        ("train time median [min, max] (s)", f"{t['median']:.3f} [{t['min']:.3f}, {t['max']:.3f}]"),
-        ("time to target median (s)", "-" if ttt is None else
-         f"{ttt['median']:.3f} [{ttt['min']:.3f}, {ttt['max']:.3f}] ({ttt['reached']}/{s['runs']} reached)"),
-        ("compile time (s, once)", f"{s['compile_time_s']:.2f}"),
-        ("images/s", f"{s['images_per_s']:.0f}"),
-        ("forward GFLOPs per image", f"{s['flops_per_image_forward'] / 1e9:.4f}"),
-        ("training PFLOPs per run", f"{s['train_flops'] / 1e15:.4f}"),
-        ("achieved TFLOP/s", f"{s['achieved_flops_per_s'] / 1e12:.3f}"),
-        ("dense matmul TFLOP/s (measured)", _fmt(s["matmul_flops_per_s"], ".3f", 1e-12)),
-        ("MFU vs measured matmul", _fmt(s["mfu_vs_matmul"], ".1%")),
-        ("MFU vs datasheet peak", "-" if s["mfu_vs_peak"] is None else
-         f"{s['mfu_vs_peak']:.1%} of {s['peak_flops_per_s'] / 1e12:.1f} TFLOP/s ({s['peak_gpu']})"),
-        ("compilations after run 1", f"{s['compiles_after_first']}"),
-    ]
-    w = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(w)}  {v}" for k, v in rows)
 
 
 def run(config, runs: int = 5, target: float | None = None, per_epoch_eval: bool = True,

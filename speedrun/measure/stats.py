@@ -128,3 +128,22 @@ def time_to_target(history: Sequence[dict[str, Any]], target: float) -> float | 
         if acc >= target:
             return float(row["elapsed_s"])
     return None
+
+
+def t_test_greater(values: Iterable[float], target: float) -> dict[str, Any]:
+    """One-sided one-sample Student t-test of ``mean(values) > target``, as hiverge's
+    ``p-value.ipynb`` and fulcrum's ``runners/validate.py`` certify a record (p < 0.05 against 0.94):
+    ``scipy.stats.ttest_1samp(values, target, alternative="greater")``.
+
+    Returns:
+      ``{"t", "p_value", "n"}``; ``t`` and ``p_value`` ``None`` for fewer than 2 values or values
+      all equal (no spread: the test is undefined).
+
+    Raises:
+      ValueError: no values or a non-finite value.
+    """
+    xs = _as_floats(values, "t_test_greater")
+    if len(xs) < 2 or max(xs) == min(xs):
+        return {"t": None, "p_value": None, "n": len(xs)}
+    res = _scipy_stats.ttest_1samp(xs, float(target), alternative="greater")
+    return {"t": float(res.statistic), "p_value": float(res.pvalue), "n": len(xs)}

@@ -1,9 +1,11 @@
 """A record compiled once for its data shapes and trained for any number of seeds.
 
-Every jitted function is compiled ahead of time (``jit(...).lower(...).compile()``) before the
-clock starts; the clock covers what Page's and airbench's timers cover — the whitening filters, the
-training epochs and the final TTA evaluation — and stops after ``block_until_ready``; per-epoch
-evaluation is paused out of it.
+Every jitted function is compiled ahead of time before the clocks start. ``train_time_s`` covers
+what Page's, airbench's and hiverge's timers cover — the whitening filters, the training epochs and
+the final TTA evaluation — and stops after ``block_until_ready``; per-epoch evaluation is paused out
+of it. ``fulcrum_time_s`` is fulcrum's ``compute_honest_s`` (fulcrumresearch/cifar-10-speedrun
+``runners/harness.py``): the per-trial preparation (initial state, keys) plus the whitening and the
+epochs, the evaluation excluded (the state is synchronised before it).
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ class Experiment:
 
     Construction loads the data (or takes ``arrays``), derives the step counts once
     (:func:`speedrun.config.derived`), puts the data on the devices once as uint8 (the training set
-    replicated on every device and padded for the crop, each device gathering its share locally; whitening images
-    replicated; test batches sharded along their batch dimension), builds model and optimizer under
-    the precision policy, and compiles init, whitening, epoch and evaluation ahead of time
-    (``compile_times``, seconds). :meth:`run` reuses the executables: a new seed does not recompile.
+    replicated and padded for the crop, each device gathering its share locally; whitening images
+    replicated; test batches sharded along their batch dimension), builds model and optimizer under the
+    precision policy, compiles init, whitening, epoch and evaluation ahead of time (``compile_times``,
+    seconds). :meth:`run` reuses the executables: a new seed does not recompile.
 
     Args:
       config: a record config (``records/``).
@@ -61,9 +63,9 @@ class Experiment:
     ``num_devices``, ``policy``, ``model``, ``tx``, ``lr_schedule``, ``compile_time_s``,
     ``flops_per_image_forward``, ``plan`` (each epoch's :class:`speedrun.train.plan.EpochSpec`), the
     compiled ``init``, ``whiten``, ``epochs`` (:class:`speedrun.train.programs.EpochPrograms`:
-    ``epochs(e, state, ...)`` trains 0-based epoch ``e``), ``evaluate`` (the record's TTA) and
-    ``evaluate0`` (no TTA: the untimed per-epoch accuracy), ``warm_up_s``, and after
-    a run ``last_state`` and ``last_constants`` (its final :class:`TrainState` and whitening filters).
+    ``epochs(e, state, ...)`` trains 0-based epoch ``e``), ``evaluate`` (the record's TTA), ``evaluate0``
+    (no TTA: the untimed per-epoch accuracy), ``warm_up_s``, and after a run ``last_state`` and
+    ``last_constants`` (its final :class:`TrainState` and whitening filters).
 
     Raises:
       speedrun.config.ConfigError: see :func:`speedrun.config.derived`; an optimizer or schedule
@@ -198,8 +200,8 @@ class Experiment:
     def run(self, seed: int, log: runlog.RunLog | None = None, per_epoch_eval: bool = True,
             start: tuple[TrainState, int] | None = None, on_epoch_end=None, on_row=None,
             hp: dict | None = None) -> dict[str, Any]:
-        """Train once from ``seed`` (init, shuffling, augmentation); return the result dict
-        (:meth:`result`).
+        """Train once from ``seed`` (init, shuffling, augmentation): the result dict (:meth:`result`)
+        with ``fulcrum_time_s`` (the module docstring).
 
         Args:
           seed: the run's PRNG seed.
@@ -207,22 +209,18 @@ class Experiment:
           per_epoch_eval: evaluate after every epoch, off the clock.
           start: ``(state, epochs_done)`` to continue a run of ``seed`` after ``epochs_done`` epochs
             (a checkpoint); default: from the initial state.
-          on_epoch_end: ``f(epoch, state, constants)`` called after every epoch (1-based), off the
-            clock (checkpoints).
-          on_row: ``f(row)`` called with every epoch's table row, off the clock (the progress bar,
-            :mod:`speedrun.measure.progress`).
-          hp: values of the traced keys (:attr:`hparams`), ``{key: float}``; missing ones: the
-            config's. Ignored without traced keys.
+          on_epoch_end: ``f(epoch, state, constants)`` after every epoch (1-based), off the clock.
+          on_row: ``f(row)`` with every epoch's table row, off the clock (the progress bar).
+          hp: ``{key: float}`` values of the traced keys (:attr:`hparams`; missing: the config's).
 
         Raises:
           FloatingPointError: the training loss became NaN or infinite (the message names the epoch).
         """
-        config = self.config
+        config, t_prep = self.config, time.perf_counter()
         state, epoch_keys, epoch_ids = self.init_run(seed)
+        prepare = time.perf_counter() - t_prep  # fulcrum's charged per-trial preparation
         hp_args = (parallel.replicate(self.hp_values(hp), self.mesh),) if self.hparams else ()
-        first = 0
-        if start is not None:
-            state, first = start
+        state, first = (state, 0) if start is None else start
         scaled = self.policy.loss_scaling  # float16: log the loss scale and the skipped steps
         table = runlog.EpochTable(log, TABLE_COLUMNS + ([("loss_scale", ".0f"), ("skipped", ".0f")]
                                                         if scaled else [])) if log is not None else None
@@ -233,7 +231,9 @@ class Experiment:
             state, metrics = self.epochs(e, state, constants, self.x_train, self.y_train, epoch_keys[e],
                                          epoch_ids[e], *hp_args)
             last = e == config.epochs - 1
-            if last:  # the final TTA evaluation is part of the timed run
+            if last:  # the final TTA evaluation is part of the timed run, not of fulcrum's
+                jax.block_until_ready(state)
+                trained = timed + time.perf_counter() - t0
                 final = self.evaluate(self.eval_variables(state, constants), *self.test_batches)
             jax.block_until_ready((state, metrics, final))
             timed += time.perf_counter() - t0
@@ -251,7 +251,7 @@ class Experiment:
                 on_epoch_end(e + 1, state, constants)
             t0 = time.perf_counter()
         self.last_state, self.last_constants = state, constants
-        return self.result(seed, timed, final, history)
+        return {**self.result(seed, timed, final, history), "fulcrum_time_s": round(prepare + trained, 3)}
 
     def epoch_row(self, e: int, metrics: dict, timed: float) -> dict[str, Any]:
         """The table row of 0-based epoch ``e`` from its metrics (read to the host once per epoch),

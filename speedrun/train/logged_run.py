@@ -75,5 +75,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
     if resume:  # the clock ran over the epochs after the checkpoint only
         ran = (d.total_steps - resume * d.steps_per_epoch) * d.batch_size
         result["images_per_s"] = round(ran / result["train_time_s"], 1)
+    log.write(f"# clocks: train_time_s {result['train_time_s']:.3f} s (whitening, epochs, final TTA: airbench's and "
+              f"hiverge's rule); fulcrum_time_s {result['fulcrum_time_s']:.3f} s (per-trial preparation, "
+              "whitening, epochs; evaluation excluded: fulcrum's rule)")
     log.write(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return result

@@ -54,7 +54,8 @@ class Segment:
 class EpochSpec:
     """One epoch's segments, in order (hashable: equal specs share one compiled program);
     ``final_average``: the run's last epoch of a record with lookahead, whose end sets the net to
-    the average (airbench's ``update(net, decay=1.0)`` after the last step)."""
+    the average (airbench's ``update(net, decay=1.0)`` after the last step; not with
+    ``lookahead.final_copy = False``, E1's tail)."""
 
     segments: tuple[Segment, ...]
     final_average: bool = False
@@ -123,7 +124,7 @@ def epoch_plan(config: ml_collections.ConfigDict, derived: Derived) -> list[Epoc
     period = int(sel.period) if sel is not None and sel.get("enabled", False) else 0
     sizes = image_sizes(config)
     la = config.get("lookahead")
-    final_average = la is not None and la.enabled
+    final_average = la is not None and la.enabled and la.get("final_copy", True)  # E1's tail: no final copy
     plan = []
     for e in range(config.epochs):
         start, stop = e * S, min((e + 1) * S, T)

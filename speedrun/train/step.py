@@ -148,8 +148,9 @@ def averaging(config: ml_collections.ConfigDict, total_steps: int | None = None)
         if total_steps is None:
             raise ValueError("lookahead needs total_steps (speedrun.config.derived)")
         every = int(la.every)
-        return Averaging(every, every, lambda avg, net, count: lookahead_lib.update(
-            avg, net, count, total_steps, every, la.decay_base, la.decay_pow))
+        start = lookahead_lib.tail_start(config, total_steps)  # E1's tail; 0: airbench's from the start
+        return Averaging(every, start or every, lambda avg, net, count: lookahead_lib.update(
+            avg, net, count, total_steps, every, la.decay_base, la.decay_pow, start))
     return None
 
 
