@@ -46,7 +46,7 @@ def _step(state, constants, x, y, key):
 def _parts(config) -> EpochParts:
     parts = object.__new__(EpochParts)  # only what run() reads: the step, the augmentation, the average
     parts.step = lambda segment, hp=None: _step
-    parts.augment, parts.averaging, parts.retrace = _Augment(), step_lib.averaging(config, T), None
+    parts.augment, parts.averaging, parts.retrace, parts.selection = _Augment(), step_lib.averaging(config, T), None, None
     return parts
 
 

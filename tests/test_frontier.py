@@ -21,7 +21,7 @@ import pytest
 from speedrun import config as config_lib
 from speedrun.measure import bench, mfu, stats
 from speedrun.optim import hiverge, lookahead
-from speedrun.train import plan as plan_lib
+from speedrun.train import plan as plan_lib, step as step_lib
 
 CIFAR10_TRAIN = 50000
 
@@ -106,10 +106,14 @@ def test_tail_update_equals_the_sources_loop():
     deltas = rng.standard_normal(40)
     start, every, T = 21, 4, 40  # start not a multiple of every: the phase is counted from start
     ref = _numpy_e1_tail(deltas, start, every, 0.7)
+    # the epoch runs the update only after the steps Averaging places: start, start + every, ...
+    updates = set(step_lib.Averaging(every, start, None).positions(0, T))
+    assert updates == {c for c in range(1, T + 1) if c >= start and (c - start) % every == 0}
     avg, net, got = {"w": jnp.float32(0.0)}, {"w": jnp.float32(0.0)}, []
     for c, delta in enumerate(deltas, start=1):
         net = {"w": net["w"] + jnp.float32(delta)}
-        avg, net = lookahead.update(avg, net, jnp.int32(c), T, every, 0.7 ** (1 / every), 0.0, start)
+        if c in updates:
+            avg, net = lookahead.update(avg, net, jnp.int32(c), T, every, 0.7 ** (1 / every), 0.0, start)
         got.append(float(net["w"]))
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
@@ -178,10 +182,11 @@ def tiny_curriculum(sample):
 
 def test_each_resolution_compiles_one_epoch_program_and_no_seed_recompiles(tiny_curriculum):
     exp = tiny_curriculum
-    # 2 steps an epoch, the bias trains ceil(0.2·2) = 1 step: 1+1/detached@24, 2/detached@28 (twice), 2/detached
-    assert [s.name() for s in exp.plan] == ["1@24px+1/detached@24px", "2/detached@28px", "2/detached@28px",
-                                            "2/detached"]
-    assert len(exp.epochs.programs) == len(plan_lib.distinct(exp.plan)) == 3
+    # 2 steps an epoch, the bias trains ceil(0.2·2) = 1 step: 1+1/detached@24, 2/detached@28 (twice), 2/detached;
+    # 8 steps are fewer than start_before: the tail starts at 0 and updates after steps 4 and 8 (every 4)
+    assert [s.name() for s in exp.plan] == ["1@24px+1/detached@24px", "2/detached@28px/avg2", "2/detached@28px",
+                                            "2/detached/avg2"]
+    assert len(exp.epochs.programs) == len(plan_lib.distinct(exp.plan)) == 4
     assert sorted(exp.epochs.compile_times) == sorted(s.name() for s in plan_lib.distinct(exp.plan))
     runs = []
     for seed in (0, 1, 2):  # the first run may compile eager key arithmetic (init_run), not epochs

@@ -102,7 +102,7 @@ class _FakeExperiment:
             history.append(row)
         return {"record": self.config.name, "dataset": self.dataset, "train_images": 5170, "test_images": 1017,
                 "epochs": 2, "batch_size": 256, "width_mult": 0.0625, "seed": seed, "acc": 0.25, "tta_acc": 0.26,
-                "train_time_s": 2.0, "history": history}
+                "train_time_s": 2.0, "fulcrum_time_s": 1.5, "history": history}
 
 
 def test_train_bar_and_table_on_stderr_log_and_stdout_unchanged(monkeypatch, capsys, tmp_path):

@@ -72,6 +72,21 @@ def test_keeping_every_row_is_the_run_without_selection_bit_for_bit(record, samp
     assert (r_every["acc"], r_every["final_train_loss"]) == (r_plain["acc"], r_plain["final_train_loss"])
 
 
+@pytest.mark.parametrize("period", [4, 5])  # lookahead every 5: groups of 5 steps at moving / fixed phases
+def test_keeping_every_row_with_lookahead_groups_is_the_run_without_selection(period, record, sample):
+    plain = _tiny(record, scan_unroll=1, batch_size=32)  # 8 steps an epoch, 16 in all: updates after 5, 10, 15
+    plain.select.enabled = False
+    every = _tiny(record, scan_unroll=1, batch_size=32)
+    every.select.keep, every.select.period = 1.0, period
+    assert every.lookahead.enabled and every.lookahead.every == 5
+    e_plain, r_plain = _run(plain, sample)
+    e_every, r_every = _run(every, sample)
+    assert int(e_every.last_state.proxy.step) == math.ceil(16 / period)
+    want, got = e_plain.last_state, e_every.last_state  # one float32 rounding apart at most (programs fuse apart)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 (got.params, got.batch_stats, got.opt_state, got.ema),
+                 (want.params, want.batch_stats, want.opt_state, want.ema))
+
 def test_proxy_updates_are_ceil_steps_over_period_across_chunked_epochs(record, sample):
     cfg = _tiny(record, epochs=3)  # 256 / 64 = 4 steps an epoch, 12 in all
     cfg.select.period = 5  # epochs start at steps 0, 4, 8: phases 0, 4, 3

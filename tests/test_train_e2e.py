@@ -136,7 +136,7 @@ def test_stdout_table_and_final_json_line(run):
     assert printed == expected
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["epoch", "train_loss"])
     assert {"train_acc", "test_acc", "elapsed_s"} <= set(lines[header].split())
-    rows = [line.split() for line in lines[header + 1:-1]]
+    rows = [line.split() for line in lines[header + 1:-1] if not line.startswith("#")]  # "# clocks: ..." after it
     assert [int(row[0]) for row in rows] == list(range(1, EPOCHS + 1))
 
 
