@@ -143,3 +143,16 @@ def postgres():
         (pytest.fail if os.environ.get("CI", "").lower() == "true" else pytest.skip)(f"no PostgreSQL server: {err}")
     yield server
     server.stop()
+
+
+# ------------------------------------------------------------------ the notebooks: slow
+#
+# nbmake runs every notebooks/*.ipynb as one test (a smoke-scale training run each, 1-5 min on 2
+# cores): marked slow, they run in .ci/run's slow pass, not in the default `./run.sh test`.
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark the nbmake notebook items ``slow`` (the ``-m`` selection is applied after this hook)."""
+    for item in items:
+        if str(item.fspath).endswith(".ipynb"):
+            item.add_marker(pytest.mark.slow)

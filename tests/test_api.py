@@ -25,6 +25,7 @@ def example():
     return namespace
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_readme_example_runs_and_returns_variables_history_and_timing(example):
     result = example["result"]
     assert set(result.variables) == {"params", "batch_stats", "constants"}
@@ -33,6 +34,7 @@ def test_readme_example_runs_and_returns_variables_history_and_timing(example):
     assert "history" not in result.metrics
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_predict_agrees_with_the_runs_own_evaluation(example, sample):
     import speedrun
 

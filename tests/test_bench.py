@@ -173,6 +173,7 @@ def tiny_bench(record, sample):
     return bench.run(cfg, 3, target=0.12, arrays=(xtr[:64], ytr[:64], xte[:256], yte[:256]), log=None)
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_new_seeds_do_not_recompile(tiny_bench):
     runs, summary = tiny_bench
     assert [r["seed"] for r in runs] == [0, 1, 2]
@@ -190,6 +191,7 @@ def test_compile_counter_sees_a_new_compilation():
     assert c.count >= 1
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_bench_flops_and_summary(tiny_bench):
     runs, s = tiny_bench
     r = runs[0]
@@ -225,6 +227,7 @@ def test_bench_flops_and_summary(tiny_bench):
     json.dumps(s)  # JSON-ready
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_report_table_and_plot(tiny_bench, tmp_path):
     pytest.importorskip("matplotlib")
     runs, s = tiny_bench

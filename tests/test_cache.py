@@ -120,6 +120,7 @@ def test_import_speedrun_sets_no_compilation_cache():
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_a_second_train_run_loads_the_epoch_executable_from_the_cache(tmp_path):
     folder = tmp_path / "cache"
     argv = [sys.executable, "-m", "speedrun.cli", "train", "airbench94", *TINY, "--workdir", str(tmp_path),

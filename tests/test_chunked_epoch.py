@@ -68,6 +68,7 @@ def test_chunk_size():
     assert chunked.chunk_size(c, 7, "cpu") == 0
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_chunked_equals_one_program(setup):
     if jax.default_backend() != "cpu":
         pytest.skip("the chunked epoch is the CPU backend's")
@@ -99,6 +100,7 @@ def test_chunked_equals_one_program(setup):
     assert int(jax.device_get(sa.step)) == exp.derived.total_steps  # the last epoch's program is shorter
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_loop_detector_sees_a_scan(setup):
     """The check above finds the epoch's loop when there is one (``scan_unroll=1``: a real loop)."""
     if jax.default_backend() != "cpu":

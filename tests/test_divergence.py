@@ -102,6 +102,7 @@ def test_untracked_state_still_fails_on_a_non_finite_mean_loss():
         check_health(4, None, NAN, None, 20, "float32")
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_float16_step_skipped_by_the_loss_scale_leaves_the_health_record():
     policy = precision.resolve("float16")
     cfg = config.smoke(config.load_record("94pct_26s"), model__width_mult=0.0625, model__ghost_batch_size=8,
@@ -122,6 +123,7 @@ def test_float16_step_skipped_by_the_loss_scale_leaves_the_health_record():
     assert float(applied.health["first_loss"]) == float(applied.health["last_loss"]) == float(m["loss"])
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_forced_divergence_stops_the_run_and_ends_its_log(sample, tmp_path, capsys):
     # 512 real training images: 2 steps of 256 per epoch (a small unrolled epoch); lr ×1e4
     x, y, xt, yt = sample

@@ -180,6 +180,7 @@ def tiny_curriculum(sample):
     return Experiment(cfg, arrays=(x[:128], y[:128], xt[:128], yt[:128]))
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_each_resolution_compiles_one_epoch_program_and_no_seed_recompiles(tiny_curriculum):
     exp = tiny_curriculum
     # 2 steps an epoch, the bias trains ceil(0.2·2) = 1 step: 1+1/detached@24, 2/detached@28 (twice), 2/detached;
@@ -199,6 +200,7 @@ def test_each_resolution_compiles_one_epoch_program_and_no_seed_recompiles(tiny_
         assert r["fulcrum_time_s"] > 0 and r["train_time_s"] > 0
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_the_curriculum_trains_at_its_sizes_and_evaluates_at_32(tiny_curriculum):
     """The epoch's step program sees the resized batch: its first convolution's input is 24×24 in
     the 24-px program; evaluation takes the 32-px test images."""

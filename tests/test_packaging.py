@@ -111,7 +111,7 @@ def test_the_colab_cell_installs_the_package_not_a_clone(name):
 
 @pytest.mark.slow
 def test_the_wheel_installs_and_runs_outside_the_checkout():
-    # .ci/run calls the script on python 3.11; this test runs it wherever the slow tests run (3.12 in .ci/run)
+    # .ci/run calls the script on python 3.11; this test runs it wherever the slow tests run (3.11 in .ci/run)
     proc = subprocess.run(["bash", str(ROOT / ".ci" / "wheel_check.sh"), sys.executable], capture_output=True,
                           text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr

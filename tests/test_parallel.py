@@ -119,20 +119,24 @@ def worker():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the 8-device worker process (about a minute): CI's slow pass
 def test_worker_has_eight_devices(worker):
     assert worker["devices"] == N_DEV
 
 
+@pytest.mark.slow  # the 8-device worker process (about a minute): CI's slow pass
 def test_gather_batch_matches_numpy_indexing(worker):
     # the worker compares each device's slice with numpy x[idx][d*B/D:(d+1)*B/D]
     assert worker["gather_equal"] is True
     assert worker["gather_idx_equal"] is True
 
 
+@pytest.mark.slow  # the 8-device worker process (about a minute): CI's slow pass
 def test_example_keys_do_not_depend_on_device_count(worker):
     assert worker["keys_equal"] is True
 
 
+@pytest.mark.slow  # the 8-device worker process (about a minute): CI's slow pass
 def test_shardings_are_as_documented(worker):
     s = worker["shardings"]
     # the training set is replicated, padded once by the record's 4 px for the crop
@@ -148,6 +152,7 @@ def test_shardings_are_as_documented(worker):
     assert s["epoch_in_specs"][5] in ([], ["P()"])
 
 
+@pytest.mark.slow  # the 8-device worker process (about a minute): CI's slow pass
 def test_epoch_moves_no_images_between_devices(worker):
     # the step's only collectives are the means (psum/pmean: loss, gradient, batch-norm statistics,
     # metrics); no reduce-scatter or all-gather of the batch
@@ -157,6 +162,7 @@ def test_epoch_moves_no_images_between_devices(worker):
     assert worker["epoch_hlo_collectives"] == ["all-reduce"], worker["epoch_hlo_collectives"]
 
 
+@pytest.mark.slow  # the 8-device worker process (about a minute): CI's slow pass
 def test_eight_devices_match_one_device(worker):
     l8, l1 = np.array(worker["loss8"]), np.array(worker["loss1"])
     assert len(l8) == 3

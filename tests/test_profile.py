@@ -145,6 +145,7 @@ def test_training_rows():
             training_rows(5170, 256, *bad)
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_profile_command_on_a_cpu_smoke_epoch(tmp_path):
     out = tmp_path / "trace"
     cmd = [sys.executable, "-m", "speedrun.cli", "profile", "airbench94_muon", "--smoke", "--steps", "2",

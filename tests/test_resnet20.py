@@ -231,6 +231,7 @@ def test_stochastic_depth_identity_when_dropped(skip):
     assert 8 <= dropped <= 32, dropped
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 @pytest.mark.usefixtures("float32_matmuls")
 def test_stochastic_depth_skip_and_mask_agree():
     """Skipping a dropped branch (lax.cond) and masking it give the same outputs and gradients for
@@ -394,6 +395,7 @@ def test_records_build_their_nets():
         assert state_lib.constants_fn(c, augment.normalizer())(jnp.zeros((0, 32, 32, 3), jnp.uint8)) == {}
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_train_step_passes_the_dropout_key():
     """The step's key reaches stochastic depth (two keys: different updates; one key: the same), and
     a net without dropout ignores it."""

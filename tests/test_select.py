@@ -160,6 +160,7 @@ def test_proxy_update_is_the_gradient_of_the_mean_loss_over_its_kept_rows():
     assert int(new.step) == 1
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_keeping_every_row_equals_the_steps_without_selection_bit_for_bit():
     b, n, total = 16, 4, 8
     c = ml_collections.ConfigDict({"label_smoothing": 0.2})

@@ -58,6 +58,7 @@ def _run(cfg, sample, n=256):
     return exp, r
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_keeping_every_row_is_the_run_without_selection_bit_for_bit(record, sample):
     plain = _tiny(record, scan_unroll=1)  # the one-program epoch's lax.scan, as on a GPU
     plain.select.enabled = False
@@ -72,6 +73,7 @@ def test_keeping_every_row_is_the_run_without_selection_bit_for_bit(record, samp
     assert (r_every["acc"], r_every["final_train_loss"]) == (r_plain["acc"], r_plain["final_train_loss"])
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 @pytest.mark.parametrize("period", [4, 5])  # lookahead every 5: groups of 5 steps at moving / fixed phases
 def test_keeping_every_row_with_lookahead_groups_is_the_run_without_selection(period, record, sample):
     plain = _tiny(record, scan_unroll=1, batch_size=32)  # 8 steps an epoch, 16 in all: updates after 5, 10, 15
@@ -87,6 +89,7 @@ def test_keeping_every_row_with_lookahead_groups_is_the_run_without_selection(pe
                  (got.params, got.batch_stats, got.opt_state, got.ema),
                  (want.params, want.batch_stats, want.opt_state, want.ema))
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_proxy_updates_are_ceil_steps_over_period_across_chunked_epochs(record, sample):
     cfg = _tiny(record, epochs=3)  # 256 / 64 = 4 steps an epoch, 12 in all
     cfg.select.period = 5  # epochs start at steps 0, 4, 8: phases 0, 4, 3
@@ -137,6 +140,7 @@ def test_select_needs_an_optimizer_it_can_rescale_and_whole_rows_per_device():
         config_lib.validate(c, num_devices=2)
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_fit_trains_the_96_records_from_the_library_api(record, sample):
     import speedrun
 

@@ -20,6 +20,9 @@ from speedrun.train import Experiment
 FEW_POINTS = 0.05
 
 
+pytestmark = pytest.mark.slow  # real training runs: CI's slow pass
+
+
 @pytest.fixture(scope="module")
 def short_run(sample):
     x, y, xt, yt = sample

@@ -247,6 +247,7 @@ def complete_points(study):
     return sorted(t.params["optimizer.lr"] for t in study.get_trials() if t.state == TrialState.COMPLETE)
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_sweep_killed_mid_trial_resumes(worker):
     p = worker(3.0)
     lines = [p.stdout.readline() for _ in range(2)]  # two trials told
@@ -300,6 +301,7 @@ def test_cli_rejects_unknown_key_and_bad_counts(tmp_path, capsys):
     assert sweep_command.SAMPLERS == study_lib.SAMPLERS
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_cli_sweep_end_to_end_smoke(tmp_path, capsys):
     space = write(tmp_path / "lr.py", "from speedrun.sweep.space import grid\nSPACE = {'optimizer.lr': grid(5.75, 11.5)}\n")
     argv = ["sweep", "airbench94", "--space", str(space), "--seeds", "1", "--smoke", "--workdir", str(tmp_path / "wd"),

@@ -78,6 +78,7 @@ def test_traced_and_shape_keys(record):
     assert "ema.momentum" in traced_keys(record("94pct_26s"))
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_unknown_key_and_invalid_values(runner):
     with pytest.raises(ConfigError, match=r"'optimizer\.lrr'.*--list_keys"):
         runner.validate_keys(["optimizer.lr", "optimizer.lrr"])
@@ -101,6 +102,7 @@ def sequential(runner):
     return out, runner.compile_count, n_epoch(names)
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_traced_grid_compiles_once(sequential):
     (results, count, jax_count) = sequential
     assert count == 1 and jax_count == PROGRAMS
@@ -108,6 +110,7 @@ def test_traced_grid_compiles_once(sequential):
     assert len({r["final_train_loss"] for r, _ in results[:4]}) == 4  # the values did reach the program
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_traced_value_equals_config_value(sequential, base, arrays):
     """The independent reference: the same lr set in the config, compiled in as a constant. Float32
     on the CPU; the traced program computes the lr, its scaling and the decay from float32 inputs,
@@ -130,11 +133,13 @@ def _with(config, key, value):
     return c
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_diverged_trial_is_an_error(sequential):
     res, _ = sequential[0][4]
     assert res["error"].startswith("DivergenceError") and res["values"] == {"optimizer.lr": DIVERGING_LR}
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_static_key_recompiles(runner, sequential):
     """2 widths x 2 lrs: one more executable (the new width); the base width's is reused."""
     trials = [{"model.width_mult": w, "optimizer.lr": lr} for w in (WIDTH, 2 * WIDTH) for lr in LRS[:2]]
@@ -147,6 +152,7 @@ def test_static_key_recompiles(runner, sequential):
     assert results[0][0]["final_train_loss"] == sequential[0][0][0]["final_train_loss"]
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 def test_vmap_equals_sequential(runner, sequential):
     """vmap=4 over 3 grid points and the diverging lr gives the sequential runs' results, and the
     diverged member fails alone. Tolerance: the vmapped program batches each convolution over the 4

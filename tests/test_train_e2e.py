@@ -90,6 +90,7 @@ def run(tmp_path_factory):
     return train_smoke(tmp_path_factory.mktemp("logs"))
 
 
+@pytest.mark.slow  # the module's real training run: CI's slow pass
 def test_result_fields(run):
     config, r, _, _ = run
     assert r["record"] == "94pct_26s"
@@ -115,6 +116,7 @@ def test_result_fields(run):
     assert elapsed == sorted(elapsed) and elapsed[-1] == pytest.approx(r["train_time_s"], abs=2e-3)
 
 
+@pytest.mark.slow  # a real training run: CI's slow pass
 @pytest.mark.parametrize("policy", policies())
 def test_learns_well_above_chance(policy, request, tmp_path):
     pinned = policy == precision.resolve(PINNED.precision).name
@@ -128,6 +130,7 @@ def test_learns_well_above_chance(policy, request, tmp_path):
         assert r["skipped_steps"] <= r["steps"] // 10, r
 
 
+@pytest.mark.slow  # the module's real training run: CI's slow pass
 def test_stdout_table_and_final_json_line(run):
     _, r, out, _ = run
     lines = out.strip().splitlines()
@@ -140,6 +143,7 @@ def test_stdout_table_and_final_json_line(run):
     assert [int(row[0]) for row in rows] == list(range(1, EPOCHS + 1))
 
 
+@pytest.mark.slow  # the module's real training run: CI's slow pass
 def test_log_file_starts_with_commit_record_config_versions_device_and_ends_with_result(run):
     config, r, out, workdir = run
     logs = list(Path(workdir).glob("94pct_26s_*.log"))
