@@ -223,8 +223,7 @@ def total_train_steps(epochs: int, steps_per_epoch: int, last_epoch_fraction: fl
     return (epochs - 1) * steps_per_epoch + math.ceil(round(last_epoch_fraction * steps_per_epoch, 9))
 
 
-def derived(config: ml_collections.ConfigDict, n_train: int, num_devices: int = 1, *,
-            own_model: bool = False) -> Derived:
+def derived(config: ml_collections.ConfigDict, n_train: int, num_devices: int = 1, *, own_model=False) -> Derived:
     """Validate ``config`` (:func:`validate`, with the device count) and against the data size, and
     derive the step counts; ``own_model``: the net is not ``config.model``.
 
