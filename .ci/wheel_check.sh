@@ -10,6 +10,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${1:-${ROOT}/.venv/bin/python}"
+# absolute, without resolving the venv's symlink: the steps below run from other folders
+[[ "$PY" == */* ]] && PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/speedrun-wheel.XXXXXX")"
 [[ "${KEEP:-0}" == 1 ]] || trap 'rm -rf "$WORK"' EXIT
 export SPEEDRUN_CACHE_DIR="$WORK/jax-cache" PYTHONNOUSERSITE=1
