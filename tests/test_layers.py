@@ -22,7 +22,8 @@ from jax.extend.core import Literal
 
 from speedrun import config, optim, train
 from speedrun.models import get_model
-from speedrun.models.layers import GhostBatchNorm, group_moments, max_pool
+from speedrun.models.layers import GhostBatchNorm, group_moments
+from speedrun.models.pooling import max_pool
 from speedrun.system import precision
 from speedrun.train import step as step_lib
 

@@ -38,7 +38,7 @@ keeps PyTorch's init 1 with ``requires_grad=False``, so omitting it gives the sa
 PyTorch's ``nn.GELU()``; SiLU is ``x·sigmoid(x)``, PyTorch's ``nn.SiLU()``. The 3×3 convs have no bias, PyTorch's default init, and then the first
 ``min(c_in, c_out)`` output filters set to the identity (``torch.nn.init.dirac_`` on
 ``weight[:c_in]``), an implicit residual: see :func:`dirac_init`. The max pools are
-:func:`~speedrun.models.layers.max_pool` (non-overlapping windows, the remainder dropped: 31→15,
+:func:`~speedrun.models.pooling.max_pool` (non-overlapping windows, the remainder dropped: 31→15,
 15→7, 7→3, 3→1; flax's values and gradients, with no scatter in the backward pass).
 The input may be smaller than 32 px (a resolution curriculum); only ``final_pool="global_max"``
 accepts a final map other than 3×3.
@@ -58,7 +58,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from speedrun.models.layers import GhostBatchNorm, gelu_exact, max_pool, torch_default_init
+from speedrun.models.layers import GhostBatchNorm, gelu_exact, torch_default_init
+from speedrun.models.pooling import max_pool
 from speedrun.models.resnet9 import scaled
 
 

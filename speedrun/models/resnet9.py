@@ -14,7 +14,7 @@ Layout, NHWC, widths at ``width_mult=1``::
 
 Every BN is a :class:`~speedrun.models.layers.GhostBatchNorm` (groups of 32, eps 1e-5, Flax momentum 0.9
 = PyTorch 0.1, scale frozen at 1, bias trainable); CELU has alpha 0.3; convs have no bias and
-PyTorch's default init. The max pools are :func:`~speedrun.models.layers.max_pool` (non-overlapping
+PyTorch's default init. The max pools are :func:`~speedrun.models.pooling.max_pool` (non-overlapping
 windows; flax's values and gradients, with no scatter in the backward pass).
 
 Parameter count at width_mult=1 (hand count, checked in tests/test_model.py): 6,570,880 trainable
@@ -31,7 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from speedrun.models.layers import GhostBatchNorm, max_pool, torch_default_init
+from speedrun.models.layers import GhostBatchNorm, torch_default_init
+from speedrun.models.pooling import max_pool
 
 
 #: ``model.activation`` values: Page's CELU (the record) or ReLU (his baseline)
