@@ -44,7 +44,11 @@
 # archive) and this tree benched in turn, AB_PAIRS times; the precision switches of
 # PRECISION_RECORDS; ab_summary; ./run.sh profile airbench94_muon (one 50000-row epoch, the bench's
 # shapes, so its executables come from the cache); benchmarks/vs_airbench.py (only where torch and
-# airbench import: train94, then train95 against airbench95); bench of SLOW_RECORDS, then of
+# airbench import: train94, then train95 against airbench95); benchmarks/vs_source.py, one step per
+# PyTorch source present (SOURCE_AIRBENCH94_MUON, default .sources/airbench94_muon.py at
+# KellerJordan/cifar10-airbench f1c599c; SOURCE_HIVERGE94, default .sources/cifar10_speedrun.py at
+# hiverge/cifar10-speedrun 5cd49b1; SOURCE_FULCRUM, default .sources/cifar-10-speedrun, a checkout of
+# fulcrumresearch/cifar-10-speedrun ddec65f: E1 under its harness); bench of SLOW_RECORDS, then of
 # WARM_RECORDS with a warm-up at --smoke (2 seeds each); benchmarks/precision_throughput.py;
 # benchmarks/sweep_vmap.py; ./run.sh report of the results.
 set -uo pipefail
@@ -137,14 +141,14 @@ if [[ $SMOKE == 1 ]]; then
   PROFILE=("${SIZE[@]}" --steps 2)
   PRECISION=(--data=sample --train_images=1024 --runs=1 --precisions=float32 --set model.width_mult=0.0625
              --set epochs=1 --set batch_size=256 --set whitening.num_images=1024)
-  LIMIT=1200; VS_PAIRS=1; VMAP=(--k 2 --scale smoke); AB_PAIRS=${AB_PAIRS:-1}  # a loaded CPU: no step cut short
+  LIMIT=1200; VS_PAIRS=1; VS_RUNS=1; VMAP=(--k 2 --scale smoke); AB_PAIRS=${AB_PAIRS:-1}  # a loaded CPU: no step cut short
   WARM=(--config.optimizer.warmup_fraction=0.2)  # one warm-up step of 5 (airbench96's 10% of 5 is none)
 else
   BENCH=(--config.data.path=sample --tile_to 50000 --no_epoch_eval --runs "$RUNS")
   SLOW=(--config.data.path=sample --tile_to 50000 --no_epoch_eval --runs 2)
   PROFILE=(--config.data.path=sample --tile_to 50000)
   PRECISION=(--record=records/airbench94_muon.py --data=sample --tile_to=50000 --runs=2)
-  LIMIT=240; VS_PAIRS=3; VMAP=(--k 8 --scale record --tile_to 50000); AB_PAIRS=${AB_PAIRS:-1}; WARM=()
+  LIMIT=240; VS_PAIRS=3; VS_RUNS=$RUNS; VMAP=(--k 8 --scale record --tile_to 50000); AB_PAIRS=${AB_PAIRS:-1}; WARM=()
 fi
 
 for r in "${BENCH_RECORDS[@]}"; do
@@ -192,6 +196,18 @@ if "$PY" -c "import torch, airbench" > /dev/null 2>&1; then
 else
   say "SKIP vs_airbench: torch or airbench does not import here (pip install -e '.[vs-airbench]')"
 fi
+# the frontier records' PyTorch sources, each under its own clock beside our bench of it
+# (benchmarks/vs_source.py): files carried to the machine, never committed (.sources/ is ignored)
+for pair in "airbench94_muon=${SOURCE_AIRBENCH94_MUON:-.sources/airbench94_muon.py}" \
+            "hiverge94=${SOURCE_HIVERGE94:-.sources/cifar10_speedrun.py}" \
+            "e1_curriculum94=${SOURCE_FULCRUM:-.sources/cifar-10-speedrun}"; do
+  if [[ -e "${pair#*=}" ]]; then
+    step "vs_source_${pair%%=*}" "$LIMIT" "$PY" benchmarks/vs_source.py --source "$pair" --runs "$VS_RUNS" \
+      --data sample --ours "$DIR/results" --workdir "$DIR/vs_source" --out "$DIR/results/vs_source.jsonl"
+  else
+    say "SKIP vs_source_${pair%%=*}: its source ${pair#*=} is not here"
+  fi
+done
 for r in "${SLOW_RECORDS[@]}"; do
   step "bench_$r" "$LIMIT" ./run.sh bench "records/$r.py" "${SLOW[@]}" --outdir "$DIR/results"
 done

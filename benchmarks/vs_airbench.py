@@ -118,6 +118,20 @@ def full_shape_arrays(arrays: tuple) -> tuple[tuple, str | None]:
     return (x_train, y_train, x_test, y_test), note
 
 
+def write_cifar_pt(arrays: tuple, folder: Path) -> None:
+    """Write ``(x_train, y_train, x_test, y_test)`` (``(N, 32, 32, 3) uint8`` images, integer labels)
+    as ``folder/train.pt`` and ``folder/test.pt``: ``{"images", "labels" (int64), "classes"}``, the
+    files airbench's ``CifarLoader`` (and the loaders of the scripts derived from it) cache CIFAR-10 to
+    and read back. Needs torch."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    for name, (x, y) in (("train.pt", arrays[:2]), ("test.pt", arrays[2:])):
+        torch.save({"images": torch.from_numpy(x), "labels": torch.from_numpy(y.astype("int64")),
+                    "classes": classes}, folder / name)
+
+
 #: the package's trainers that run the recipe of a record here: ``--airbench N`` -> (trainer, record).
 #: Its ``train95`` is ``legacy/airbench95.py``'s recipe; its ``train96`` is not ``legacy/airbench96.py``'s
 #: (40 epochs, widths 128/512/512, wd 0.0153, BN momentum 0.6, the 0.23/0.07 triangle), so it has no pair.
@@ -131,16 +145,10 @@ class Airbench:
 
     def __init__(self, arrays: tuple, workdir: str, n: int = 94):
         import airbench
-        import torch
 
         lib = importlib.import_module(f"airbench.lib_airbench{n}")  # that trainer's hyp
         self.airbench, self.workdir, self.train = airbench, workdir, getattr(airbench, REFERENCES[n][0])
-        folder = Path(workdir) / "cifar10"
-        folder.mkdir(parents=True, exist_ok=True)
-        classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-        for name, (x, y) in (("train.pt", arrays[:2]), ("test.pt", arrays[2:])):
-            torch.save({"images": torch.from_numpy(x), "labels": torch.from_numpy(y.astype("int64")),
-                        "classes": classes}, folder / name)
+        write_cifar_pt(arrays, Path(workdir) / "cifar10")
         hyp = lib.hyp
         with contextlib.chdir(workdir):
             self.loader = airbench.CifarLoader("cifar10", train=True, batch_size=hyp["opt"]["batch_size"],

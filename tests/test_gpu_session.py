@@ -63,6 +63,22 @@ def test_a_list_can_be_replaced_for_one_session(tmp_path):
     assert "SKIP bench_airbench94_muon: not matched by --only" in log
 
 
+def test_a_pytorch_source_given_is_a_step_of_its_own(tmp_path):
+    src = tmp_path / "cifar10_speedrun.py"
+    src.write_text("print('stand-in')\n")
+    env = {"SOURCE_HIVERGE94": str(src), "SOURCE_AIRBENCH94_MUON": str(tmp_path / "absent.py"),
+           "SOURCE_FULCRUM": str(tmp_path / "absent")}
+    out, log = _session(tmp_path, "--dry_run", "--only", "^vs_source", env=env)
+    assert out.returncode == 0, out.stderr
+    assert re.findall(r"\] DRY (\S+) ", log) == ["vs_source_hiverge94"]
+    assert f"vs_source.py --source hiverge94={src} --runs 1" in log
+    assert "SKIP vs_source_airbench94_muon: its source" in log and "SKIP vs_source_e1_curriculum94: its source" in log
+    if "torch" not in sys.modules and subprocess.run([sys.executable, "-c", "import torch"]).returncode != 0:
+        out, log = _session(tmp_path / "run", "--only", "^vs_source_hiverge94$", env=env)  # no CUDA: says so, ok
+        assert re.search(r"\] ok vs_source_hiverge94: exit 0", log), log
+        assert "not run here" in (tmp_path / "run" / "s" / "vs_source_hiverge94.log").read_text()
+
+
 def _summary(folder: Path, record: str, images_per_s: float, compile_s: float, acc: float = 0.5):
     folder.mkdir(parents=True)
     rows = [{"kind": "run", "record": record, "images_per_s": 1.0},
