@@ -11,7 +11,7 @@ Commands (full CIFAR-10; the bundled real sample, for CPUs; its reduced ``--smok
     ./run.sh records/94pct_26s.py --config.data.path=sample --smoke
 
 Expected on full CIFAR-10 (Page's figures, V100): tta_acc ≈ 0.941, train time ≈ 26 s.
-On the sample (records/expected.json): --smoke tta_acc 21.42 ± 4.85% (5 seeds); full width 62.71 ± 1.40% (4 seeds).
+On the sample (records/expected.json): --smoke tta_acc 27.32 ± 5.41% (5 seeds); full width 62.71 ± 1.40% (4 seeds).
 Details: docs/records.md#94pct_26s
 """
 

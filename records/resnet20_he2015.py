@@ -13,7 +13,7 @@ its 60 epochs; its reduced ``--smoke`` run)::
     ./run.sh records/resnet20_he2015.py --config.data.path=sample --smoke
 
 Expected on full CIFAR-10: acc ≈ 0.9125 (the paper's single run).
-On the sample (records/expected.json): --smoke tta_acc 16.50 ± 5.06% (5 seeds); full width not measured.
+On the sample (records/expected.json): --smoke tta_acc 19.17 ± 1.42% (5 seeds); full width not measured.
 Details: docs/records.md#resnet20_he2015
 """
 

@@ -14,7 +14,7 @@ moved into its 60 epochs; its reduced ``--smoke`` run)::
     ./run.sh records/resnet20_stacked.py --config.data.path=sample --smoke
 
 Expected on full CIFAR-10: acc ≈ 0.934 (the report's figure).
-On the sample (records/expected.json): --smoke tta_acc 14.26 ± 3.47% (5 seeds); full width not measured.
+On the sample (records/expected.json): --smoke tta_acc 14.43 ± 3.30% (5 seeds); full width not measured.
 Details: docs/records.md#resnet20_stacked
 """
 
