@@ -10,7 +10,7 @@ Commands (full CIFAR-10; the bundled real sample, for CPUs; its reduced ``--smok
     ./run.sh records/airbench94.py --config.data.path=sample --smoke
 
 Expected on full CIFAR-10 (the source's figures, A100): tta_acc ≈ 0.9401, train time ≈ 3.83 s.
-On the sample (records/expected.json): --smoke tta_acc 34.71 ± 1.66% (5 seeds); full width 71.11 ± 1.15% (5 seeds).
+On the sample (records/expected.json): --smoke tta_acc 34.71 ± 1.66% (5 seeds); full width 72.17 ± 0.97% (2 seeds).
 Details: docs/records.md#airbench94
 """
 

@@ -11,7 +11,7 @@ Commands (full CIFAR-10; the bundled real sample, for CPUs; its reduced ``--smok
     ./run.sh records/airbench94_muon.py --config.data.path=sample --smoke
 
 Expected on full CIFAR-10 (the source's figures, A100): tta_acc ≈ 0.9401, train time ≈ 2.59 s.
-On the sample (records/expected.json): --smoke tta_acc 57.13 ± 1.35% (5 seeds); full width 70.66 ± 0.98% (5 seeds).
+On the sample (records/expected.json): --smoke tta_acc 57.13 ± 1.35% (5 seeds); full width 69.76 ± 2.29% (2 seeds).
 Details: docs/records.md#airbench94_muon
 """
 

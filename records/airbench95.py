@@ -11,7 +11,7 @@ Commands (full CIFAR-10; the bundled real sample, for CPUs; its reduced ``--smok
     ./run.sh records/airbench95.py --config.data.path=sample --smoke
 
 Expected on full CIFAR-10 (the source's figures, A100): tta_acc ≈ 0.9501, train time ≈ 10.4 s.
-On the sample (records/expected.json): --smoke tta_acc 38.21 ± 2.33% (5 seeds); full width 79.35% (1 seed; 851 s of training on the 2-core CPU).
+On the sample (records/expected.json): --smoke tta_acc 38.33 ± 2.20% (5 seeds); full width 79.35% (1 seed; 851 s of training on the 2-core CPU).
 Details: docs/records.md#airbench95
 """
 

@@ -13,7 +13,7 @@ Commands (full CIFAR-10; the bundled real sample, for CPUs; its reduced ``--smok
     ./run.sh records/airbench96.py --config.data.path=sample --smoke
 
 Expected on full CIFAR-10 (the source's figures, A100): tta_acc ≈ 0.9603, train time ≈ 34.7 s.
-On the sample (records/expected.json): --smoke tta_acc 37.29 ± 2.93% (5 seeds); full width not measured.
+On the sample (records/expected.json): --smoke tta_acc 37.66 ± 3.49% (5 seeds); full width not measured.
 Details: docs/records.md#airbench96
 """
 

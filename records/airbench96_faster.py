@@ -14,7 +14,7 @@ Commands (full CIFAR-10; the bundled real sample, for CPUs; its reduced ``--smok
     ./run.sh records/airbench96_faster.py --config.data.path=sample --smoke
 
 Expected on full CIFAR-10 (the source's figures, A100): tta_acc ≈ 0.9600, train time ≈ 27.3 s.
-On the sample (records/expected.json): --smoke tta_acc 22.63 ± 3.10% (5 seeds); full width not measured.
+On the sample (records/expected.json): --smoke tta_acc 22.60 ± 3.13% (5 seeds); full width not measured.
 Details: docs/records.md#airbench96_faster
 """
 

@@ -14,7 +14,7 @@ Commands (full CIFAR-10; the bundled real sample, for CPUs; its reduced ``--smok
     ./run.sh records/e1_curriculum94.py --config.data.path=sample --smoke
 
 Expected on full CIFAR-10 (the source's figures, A100): tta_acc ≈ 0.9405, fulcrum time ≈ 1.828 s.
-On the sample (records/expected.json): --smoke tta_acc 44.84 ± 2.56% (5 seeds); full width not measured.
+On the sample (records/expected.json): --smoke tta_acc 44.37 ± 2.50% (5 seeds); full width 72.25 ± 1.02% (5 seeds).
 Details: docs/records.md#e1_curriculum94
 """
 

@@ -14,7 +14,7 @@ Commands (full CIFAR-10; the bundled real sample, for CPUs; its reduced ``--smok
     ./run.sh records/hiverge94.py --config.data.path=sample --smoke
 
 Expected on full CIFAR-10 (the source's figures, A100): tta_acc ≈ 0.9401, train time ≈ 2.015 s.
-On the sample (records/expected.json): --smoke tta_acc 55.06 ± 2.88% (5 seeds); full width not measured.
+On the sample (records/expected.json): --smoke tta_acc 54.63 ± 1.90% (5 seeds); full width 74.39 ± 1.83% (5 seeds).
 Details: docs/records.md#hiverge94
 """
 

@@ -72,7 +72,7 @@ def test_list_prints_each_record_with_the_source_figure_and_ours(tmp_path):
             ours = e[setting]
             assert (_pct(ours["tta_acc"]) in text and ours["commit"] in text) if "tta_acc" in ours else \
                 "not measured" in text
-    assert _pct({"mean": 0.71111, "std": 0.01154}) == "71.11 ± 1.15%" and "71.11 ± 1.15%" in blocks["airbench94"]
+    assert _pct({"mean": 0.72173, "std": 0.00973}) == "72.17 ± 0.97%" and "72.17 ± 0.97%" in blocks["airbench94"]
     rows = [json.loads(line) for line in _cli("list", "--json", cwd=tmp_path).stdout.splitlines()]
     assert [r["name"] for r in rows] == NAMES
     assert all(r["source"] == EXPECTED[r["name"]]["cifar10"] for r in rows)
