@@ -74,16 +74,23 @@ def test_keeping_every_row_is_the_run_without_selection_bit_for_bit(record, samp
 
 
 @pytest.mark.slow  # a real training run: CI's slow pass
-@pytest.mark.parametrize("period", [4, 5])  # lookahead every 5: groups of 5 steps at moving / fixed phases
-def test_keeping_every_row_with_lookahead_groups_is_the_run_without_selection(period, record, sample):
-    plain = _tiny(record, scan_unroll=1, batch_size=32)  # 8 steps an epoch, 16 in all: updates after 5, 10, 15
+@pytest.mark.parametrize("period,epochs,batch_size", [
+    (5, 2, 32),  # 8 steps an epoch, 16 in all: updates after 5, 10, 15; the proxy's phase fixed per group
+    (4, 1, 8),  # 32 steps in one epoch, updates after 5, ..., 30; the phase moves from group to group:
+                # one scanned unit of 4 groups (lcm(5, 4) = 20 steps), the fifth group, the tail
+])
+def test_keeping_every_row_with_lookahead_groups_is_the_run_without_selection(period, epochs, batch_size, record,
+                                                                             sample):
+    plain = _tiny(record, scan_unroll=1, batch_size=batch_size, epochs=epochs)
     plain.select.enabled = False
-    every = _tiny(record, scan_unroll=1, batch_size=32)
+    every = _tiny(record, scan_unroll=1, batch_size=batch_size, epochs=epochs)
     every.select.keep, every.select.period = 1.0, period
     assert every.lookahead.enabled and every.lookahead.every == 5
     e_plain, r_plain = _run(plain, sample)
     e_every, r_every = _run(every, sample)
-    assert int(e_every.last_state.proxy.step) == math.ceil(16 / period)
+    steps = epochs * 256 // batch_size
+    assert int(e_every.last_state.step) == steps
+    assert int(e_every.last_state.proxy.step) == math.ceil(steps / period)
     want, got = e_plain.last_state, e_every.last_state  # one float32 rounding apart at most (programs fuse apart)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  (got.params, got.batch_stats, got.opt_state, got.ema),

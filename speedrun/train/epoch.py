@@ -6,6 +6,7 @@ each epoch's program, :mod:`speedrun.train.plan`). On the CPU backend the same p
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import jax
@@ -157,7 +158,9 @@ class EpochParts:
 
         The model average updates after the steps ``segment.averages`` and no other: the steps up
         to the first, then a scan over groups of ``every`` steps each followed by the update, then
-        the steps after the last — all static, no select."""
+        the steps after the last — all static, no select. With data selection the scanned unit is
+        ``lcm(every, period) / every`` groups (the proxy's phase repeats after it); the groups
+        that do not fill a unit follow the scan."""
         step, axis, augment = self.step(segment, hp), parallel.DATA_AXIS, self.augment
         size = None if segment.image_size == 32 else segment.image_size  # a resolution curriculum's epoch
 
@@ -185,20 +188,28 @@ class EpochParts:
         state, head = steps(state, cut(0, pos[0]), 0)
         state, out = average.apply(state), [head]
         g = len(pos) - 1  # groups of `every` steps, the average's update after each
-        if g and (self.selection is None or every % self.selection.period == 0):  # one program for all
-            grouped = jax.tree.map(lambda r: r.reshape((g, every) + r.shape[1:]), cut(pos[0], pos[-1]))
+        period = 1 if self.selection is None else self.selection.period
+        span = math.lcm(every, period) // every  # groups after which the proxy's phase repeats
+        units = g // span  # one scanned program of `span` groups each; the groups left over inline
+        if units:
+            unit_rows = jax.tree.map(lambda r: r.reshape((units, span * every) + r.shape[1:]),
+                                     cut(pos[0], pos[0] + units * span * every))
 
-            def group(state, inputs):
-                state, m = steps(state, inputs, pos[0])
-                return average.apply(state), m
+            def unit(state, inputs):
+                ms = []
+                for j in range(span):
+                    part = jax.tree.map(lambda r: r[j * every:(j + 1) * every], inputs)
+                    state, m = steps(state, part, pos[0] + j * every)
+                    ms.append(m)
+                    state = average.apply(state)
+                return state, jax.tree.map(lambda *a: jnp.concatenate(a), *ms)
 
-            state, m = _loop(group, state, grouped, unroll)
-            out.append(jax.tree.map(lambda a: a.reshape((g * every,) + a.shape[2:]), m))
-        else:  # the proxy's phase moves from group to group: each group is its own program
-            for a in pos[:-1]:
-                state, m = steps(state, cut(a, a + every), a)
-                state = average.apply(state)
-                out.append(m)
+            state, m = _loop(unit, state, unit_rows, unroll)
+            out.append(jax.tree.map(lambda a: a.reshape((units * span * every,) + a.shape[2:]), m))
+        for a in pos[units * span:-1]:
+            state, m = steps(state, cut(a, a + every), a)
+            state = average.apply(state)
+            out.append(m)
         if pos[-1] < len(idx):
             state, tail = steps(state, cut(pos[-1], len(idx)), pos[-1])
             out.append(tail)
