@@ -192,14 +192,13 @@ class EpochParts:
         span = math.lcm(every, period) // every  # groups after which the proxy's phase repeats
         units = g // span  # one scanned program of `span` groups each; the groups left over inline
         if units:
-            unit_rows = jax.tree.map(lambda r: r.reshape((units, span * every) + r.shape[1:]),
+            unit_rows = jax.tree.map(lambda r: r.reshape((units, span, every) + r.shape[1:]),
                                      cut(pos[0], pos[0] + units * span * every))
 
             def unit(state, inputs):
                 ms = []
                 for j in range(span):
-                    part = jax.tree.map(lambda r: r[j * every:(j + 1) * every], inputs)
-                    state, m = steps(state, part, pos[0] + j * every)
+                    state, m = steps(state, jax.tree.map(lambda r: r[j], inputs), pos[0] + j * every)
                     ms.append(m)
                     state = average.apply(state)
                 return state, jax.tree.map(lambda *a: jnp.concatenate(a), *ms)
